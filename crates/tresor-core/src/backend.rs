@@ -1,0 +1,314 @@
+//! The storage engine interface. A backend stores only ciphertext, MACs and metadata; it never
+//! sees a key or a plaintext value. Every rule lives in the service; a backend answers reads and
+//! applies a [`Commit`] atomically, checking its preconditions and namespace guards inside the
+//! transaction.
+
+use async_trait::async_trait;
+
+use crate::audit::{AuditEvent, AuditQuery};
+use crate::error::Result;
+use crate::model::{Millis, Ns, StoreKind};
+
+/// One stored record: metadata in the clear, value and description sealed.
+#[derive(Clone)]
+pub struct StoredRecord {
+    pub key: Vec<u8>,
+    pub version: u64,
+    pub created_at: Millis,
+    pub updated_at: Millis,
+    pub expires_at: Option<Millis>,
+    /// The sealed compact JSON value.
+    pub value: Vec<u8>,
+    /// The sealed description, if any.
+    pub description: Option<Vec<u8>>,
+}
+
+impl std::fmt::Debug for StoredRecord {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("StoredRecord")
+            .field("key_len", &self.key.len())
+            .field("version", &self.version)
+            .field("expires_at", &self.expires_at)
+            .finish_non_exhaustive()
+    }
+}
+
+/// A page request of record metadata, in key byte order.
+#[derive(Debug, Clone)]
+pub struct ListQuery {
+    pub prefix: Vec<u8>,
+    /// Only keys strictly greater than this (the cursor).
+    pub after: Option<Vec<u8>>,
+    pub limit: usize,
+}
+
+/// What must hold of a key, inside the transaction, for a commit to apply.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Precondition {
+    /// No live record (missing or expired).
+    Absent,
+    /// A live record with exactly this version.
+    Version(u64),
+    /// No check: an earlier mutation of the same commit already checked this key (a batch that
+    /// writes one key twice), or the caller wants a blind write.
+    Any,
+}
+
+/// How a write changes a record's expiry.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Expiry {
+    /// Keep the live record's expiry (none for a new record).
+    Keep,
+    /// No expiry.
+    Clear,
+    /// Expire this many seconds after the commit, on the backend's clock.
+    In(i64),
+}
+
+/// How a write changes a record's description.
+#[derive(Clone, PartialEq, Eq)]
+pub enum DescriptionChange {
+    Keep,
+    Set(Option<Vec<u8>>),
+}
+
+/// One change inside a commit.
+#[derive(Clone)]
+pub enum Mutation {
+    /// Create or replace. The backend assigns a version greater than any this key ever had,
+    /// stamps `updated_at`, and keeps `created_at` of a live record it replaces.
+    Put {
+        ns: Ns,
+        store: StoreKind,
+        key: Vec<u8>,
+        expect: Precondition,
+        value: Vec<u8>,
+        description: DescriptionChange,
+        expiry: Expiry,
+    },
+    /// Remove a live record.
+    Delete {
+        ns: Ns,
+        store: StoreKind,
+        key: Vec<u8>,
+        expect: Precondition,
+    },
+    /// Change nothing; only assert the precondition (reads inside an atomic batch).
+    Check {
+        ns: Ns,
+        store: StoreKind,
+        key: Vec<u8>,
+        expect: Precondition,
+    },
+}
+
+/// An atomic unit of writes with its audit events.
+#[derive(Default)]
+pub struct Commit {
+    /// Namespaces that must still exist inside the transaction (the installation incarnation the
+    /// request authenticated against, and the app's shared namespace when it is touched).
+    /// A missing guard fails the commit with `Unauthenticated`.
+    pub guards: Vec<Ns>,
+    pub mutations: Vec<Mutation>,
+    /// Committed in the same transaction as the mutations.
+    pub audit: Vec<AuditEvent>,
+}
+
+/// What a committed mutation produced, in the order of `Commit::mutations`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Applied {
+    Put {
+        version: u64,
+        created: bool,
+        created_at: Millis,
+        updated_at: Millis,
+        expires_at: Option<Millis>,
+    },
+    Deleted,
+    Checked,
+}
+
+/// A namespace: a partition with its own data key, wrapped by the root key.
+#[derive(Clone)]
+pub struct NamespaceRow {
+    pub ns: Ns,
+    pub wrapped_key: Vec<u8>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AppRow {
+    pub app_id: String,
+    pub scopes: Vec<String>,
+    pub ns: Ns,
+    pub created_at: Millis,
+    pub updated_at: Millis,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AccountRow {
+    pub account_id: String,
+    pub ns: Ns,
+    pub created_at: Millis,
+    pub updated_at: Millis,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct InstallationRow {
+    pub installation_id: String,
+    pub app_id: String,
+    pub account_id: String,
+    pub ns: Ns,
+    pub created_at: Millis,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TokenKind {
+    Admin,
+    Installation,
+}
+
+/// A token as stored: its MAC, never the token.
+#[derive(Clone)]
+pub struct TokenRow {
+    pub token_id: String,
+    pub mac: Vec<u8>,
+    pub kind: TokenKind,
+    pub installation_id: Option<String>,
+    /// The installation incarnation the token was issued for.
+    pub ns: Option<Ns>,
+    /// None: every scope of the app.
+    pub scopes: Option<Vec<String>>,
+    pub expires_at: Option<Millis>,
+    pub created_at: Millis,
+}
+
+impl std::fmt::Debug for TokenRow {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TokenRow")
+            .field("token_id", &self.token_id)
+            .field("kind", &self.kind)
+            .field("installation_id", &self.installation_id)
+            .finish_non_exhaustive()
+    }
+}
+
+/// What authentication needs, read in one step: the token, and for installation tokens the
+/// live installation it belongs to and its app's current scopes and shared namespace.
+#[derive(Debug, Clone)]
+pub struct AuthRecord {
+    pub token: TokenRow,
+    pub installation: Option<InstallationRow>,
+    pub app_scopes: Vec<String>,
+    pub app_ns: Option<Ns>,
+}
+
+/// A new installation with its namespace key and first token.
+#[derive(Clone)]
+pub struct NewInstallation {
+    pub installation_id: String,
+    pub app_id: String,
+    pub account_id: String,
+    pub namespace: NamespaceRow,
+    pub token: TokenRow,
+}
+
+#[derive(Debug, Clone)]
+pub enum InstallOutcome {
+    Created(InstallationRow),
+    /// The same app and account were already installed under this id.
+    Existing(InstallationRow),
+    /// The id is taken by another app or account.
+    Taken(InstallationRow),
+    AppMissing,
+    AccountMissing,
+}
+
+/// The storage engine. Implementations: the embedded SQLite backend, PostgreSQL.
+///
+/// Reads see only live records (`expires_at` is null or after the backend's clock). A commit is
+/// all or nothing; a failed precondition fails it with `CoreError::WriteConflict` (the service
+/// re-reads and retries), a missing guard with `CoreError::Unauthenticated`.
+#[async_trait]
+pub trait Backend: Send + Sync + 'static {
+    /// A short name for logs and `/readyz`.
+    fn name(&self) -> &'static str;
+
+    /// Is the storage reachable?
+    async fn ready(&self) -> Result<()>;
+
+    /// Server-wide settings (e.g. the wrapped token pepper). Inserts `value` unless the name
+    /// already has one, and returns the stored value either way.
+    async fn meta_get_or_insert(&self, name: &str, value: &[u8]) -> Result<Vec<u8>>;
+
+    async fn meta_get(&self, name: &str) -> Result<Option<Vec<u8>>>;
+
+    async fn authenticate(&self, token_id: &str) -> Result<Option<AuthRecord>>;
+
+    /// The wrapped key of a live namespace.
+    async fn namespace_key(&self, ns: Ns) -> Result<Option<Vec<u8>>>;
+
+    async fn read_record(
+        &self,
+        ns: Ns,
+        store: StoreKind,
+        key: &[u8],
+    ) -> Result<Option<StoredRecord>>;
+
+    /// Metadata (and sealed descriptions) of live records; `value` is left empty.
+    async fn list_records(
+        &self,
+        ns: Ns,
+        store: StoreKind,
+        query: &ListQuery,
+    ) -> Result<Vec<StoredRecord>>;
+
+    /// Applies a commit atomically and durably; returns only after it is on disk.
+    async fn commit(&self, commit: Commit) -> Result<Vec<Applied>>;
+
+    /// Queues audit events of reads and refusals; durable within milliseconds, without making
+    /// the caller wait for an fsync. Fails (and the caller answers 503) when the queue is full.
+    fn audit_enqueue(&self, events: Vec<AuditEvent>) -> Result<()>;
+
+    async fn audit_query(&self, query: &AuditQuery) -> Result<Vec<AuditEvent>>;
+
+    /// Deletes up to `limit` expired records; returns how many.
+    async fn purge_expired(&self, limit: usize) -> Result<usize>;
+
+    /// Creates or updates an app (a new app gets `namespace` for its shared store).
+    /// Returns the row and whether it was created.
+    async fn put_app(
+        &self,
+        app_id: &str,
+        scopes: &[String],
+        namespace: NamespaceRow,
+        audit: AuditEvent,
+    ) -> Result<(AppRow, bool)>;
+    async fn get_app(&self, app_id: &str) -> Result<Option<AppRow>>;
+    async fn list_apps(&self) -> Result<Vec<AppRow>>;
+    /// Deletes an app, its installations (records, tokens, keys) and its shared store.
+    async fn delete_app(&self, app_id: &str, audit: AuditEvent) -> Result<bool>;
+
+    async fn put_account(
+        &self,
+        account_id: &str,
+        namespace: NamespaceRow,
+        audit: AuditEvent,
+    ) -> Result<(AccountRow, bool)>;
+    async fn get_account(&self, account_id: &str) -> Result<Option<AccountRow>>;
+    async fn list_accounts(&self) -> Result<Vec<AccountRow>>;
+    /// Deletes an account and every installation in it.
+    async fn delete_account(&self, account_id: &str, audit: AuditEvent) -> Result<bool>;
+
+    async fn install(&self, new: NewInstallation, audit: AuditEvent) -> Result<InstallOutcome>;
+    async fn get_installation(&self, installation_id: &str) -> Result<Option<InstallationRow>>;
+    async fn list_installations(&self) -> Result<Vec<InstallationRow>>;
+    /// Deletes the installation's records, tokens and namespace (its key).
+    async fn uninstall(&self, installation_id: &str, audit: AuditEvent) -> Result<bool>;
+
+    /// Stores a token; for an installation token, fails with `NotFound` unless the installation
+    /// incarnation `token.ns` is still live.
+    async fn create_token(&self, token: TokenRow, audit: AuditEvent) -> Result<()>;
+    async fn revoke_token(&self, token_id: &str, audit: AuditEvent) -> Result<bool>;
+    /// Is there any admin token stored (for the bootstrap token)?
+    async fn has_admin_token(&self) -> Result<bool>;
+}

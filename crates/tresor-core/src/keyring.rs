@@ -1,0 +1,149 @@
+//! Namespace data keys: creation, wrapping under the root key, and a cache of unwrapped keys.
+//! Also the associated data that binds every ciphertext to its owner, store and key.
+//!
+//! The cache holds keys, never plaintext values. It needs no invalidation across servers: a
+//! namespace id is never reused, and once a namespace is deleted its records are gone and every
+//! write guarded by it fails inside the transaction.
+
+use std::collections::HashMap;
+use std::sync::{Arc, RwLock};
+
+use tresor_crypto::{DataKey, RootKeyRing};
+
+use crate::backend::{Backend, NamespaceRow};
+use crate::error::{CoreError, Result};
+use crate::model::{Ns, StoreKind};
+
+/// The data-key generation written into every record header; installation key rotation will
+/// raise it.
+pub const DATA_KEY_ID: u32 = 1;
+
+/// Most keys the cache keeps before it starts over (keys are re-unwrapped on a miss).
+const CACHE_CAPACITY: usize = 100_000;
+
+pub struct KeyRing {
+    root: Arc<RootKeyRing>,
+    cache: RwLock<HashMap<Ns, DataKey>>,
+}
+
+impl KeyRing {
+    pub fn new(root: Arc<RootKeyRing>) -> KeyRing {
+        KeyRing {
+            root,
+            cache: RwLock::new(HashMap::new()),
+        }
+    }
+
+    pub fn root(&self) -> &RootKeyRing {
+        &self.root
+    }
+
+    /// A fresh namespace with a random id and a new data key, wrapped for storage.
+    pub fn new_namespace(&self) -> Result<NamespaceRow> {
+        let raw: [u8; 8] = tresor_crypto::random_bytes()?;
+        // 62 bits: positive in every SQL integer type, and collisions are negligible (a
+        // collision is refused by the primary key anyway).
+        let ns = (u64::from_be_bytes(raw) >> 2) as i64 | 1;
+        let key = DataKey::generate()?;
+        let wrapped_key = self.root.wrap(&key, &namespace_context(ns))?;
+        self.insert(ns, key);
+        Ok(NamespaceRow { ns, wrapped_key })
+    }
+
+    /// The data key of a live namespace; `Unauthenticated` when the namespace is gone (its
+    /// installation was uninstalled after the token was checked).
+    pub async fn key(&self, backend: &dyn Backend, ns: Ns) -> Result<DataKey> {
+        if let Some(k) = self.cached(ns)? {
+            return Ok(k);
+        }
+        let wrapped = backend
+            .namespace_key(ns)
+            .await?
+            .ok_or(CoreError::Unauthenticated)?;
+        let key = self.root.unwrap(&wrapped, &namespace_context(ns))?;
+        self.insert(ns, key.clone());
+        Ok(key)
+    }
+
+    pub fn forget(&self, ns: Ns) {
+        if let Ok(mut map) = self.cache.write() {
+            map.remove(&ns);
+        }
+    }
+
+    fn cached(&self, ns: Ns) -> Result<Option<DataKey>> {
+        let map = self
+            .cache
+            .read()
+            .map_err(|_| CoreError::internal("key cache lock poisoned"))?;
+        Ok(map.get(&ns).cloned())
+    }
+
+    fn insert(&self, ns: Ns, key: DataKey) {
+        if let Ok(mut map) = self.cache.write() {
+            if map.len() >= CACHE_CAPACITY {
+                map.clear();
+            }
+            map.insert(ns, key);
+        }
+    }
+}
+
+/// The wrap context of a namespace key: a key unwraps only for the namespace it was made for.
+pub fn namespace_context(ns: Ns) -> Vec<u8> {
+    format!("tresor/ns/v1:{ns}").into_bytes()
+}
+
+/// Which part of a record a ciphertext holds.
+#[derive(Debug, Clone, Copy)]
+pub enum RecordPart {
+    Value = 1,
+    Description = 2,
+}
+
+/// The associated data of a record ciphertext: namespace, owner (account and installation, or
+/// app for the shared store), store, key and part. A ciphertext moved to another record, store,
+/// tenant or part fails to open.
+pub fn record_aad(ns: Ns, owner: &str, store: StoreKind, key: &[u8], part: RecordPart) -> Vec<u8> {
+    let mut aad = Vec::with_capacity(48 + owner.len() + key.len());
+    aad.extend_from_slice(b"tresor/record/v1\0");
+    aad.extend_from_slice(&ns.to_be_bytes());
+    push_prefixed(&mut aad, owner.as_bytes());
+    aad.extend_from_slice(&store.code().to_be_bytes());
+    push_prefixed(&mut aad, key);
+    aad.push(part as u8);
+    aad
+}
+
+fn push_prefixed(out: &mut Vec<u8>, bytes: &[u8]) {
+    out.extend_from_slice(&(bytes.len() as u32).to_be_bytes());
+    out.extend_from_slice(bytes);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn aad_differs_for_every_binding() {
+        let base = record_aad(7, "acct/inst", StoreKind::Secrets, b"k", RecordPart::Value);
+        let variants = [
+            record_aad(8, "acct/inst", StoreKind::Secrets, b"k", RecordPart::Value),
+            record_aad(7, "acct/inst2", StoreKind::Secrets, b"k", RecordPart::Value),
+            record_aad(7, "acct/inst", StoreKind::Kv, b"k", RecordPart::Value),
+            record_aad(7, "acct/inst", StoreKind::Secrets, b"k2", RecordPart::Value),
+            record_aad(
+                7,
+                "acct/inst",
+                StoreKind::Secrets,
+                b"k",
+                RecordPart::Description,
+            ),
+            // Length prefixes keep owner/key boundaries unambiguous.
+            record_aad(7, "acct/ins", StoreKind::Secrets, b"tk", RecordPart::Value),
+        ];
+        for v in variants {
+            assert_ne!(v, base);
+        }
+    }
+}

@@ -1,0 +1,107 @@
+//! Authentication: a bearer token becomes a [`Principal`]. Tokens are found by their id and
+//! checked by MAC in constant time; every failure is audited with the token id when it parses.
+
+use crate::audit::RequestContext;
+use crate::backend::TokenKind;
+use crate::error::{CoreError, Result};
+use crate::model::{InstallationPrincipal, Principal, Scope, ScopeSet, now_millis};
+
+use super::Service;
+
+impl Service {
+    /// Checks the `Authorization` header value. Every failure answers `Unauthenticated` and
+    /// leaves an audit event.
+    pub async fn authenticate(
+        &self,
+        authorization: Option<&str>,
+        ctx: &RequestContext,
+    ) -> Result<Principal> {
+        let token = authorization.and_then(bearer_token);
+        let result = match token {
+            Some(t) => self.check_token(t).await,
+            None => Err(CoreError::Unauthenticated),
+        };
+        if let Err(e) = &result {
+            let mut ev = self.event(None, ctx, "authenticate");
+            ev.token_id = token
+                .and_then(tresor_crypto::token_id_of)
+                .map(str::to_owned);
+            ev.status = super::status_of(e);
+            // A flood of bad tokens must not turn into unaudited failures: if the queue is full
+            // the request fails with 503 instead of 401.
+            self.enqueue(vec![ev])?;
+        }
+        result
+    }
+
+    async fn check_token(&self, token: &str) -> Result<Principal> {
+        if let Some(mac) = &self.env_admin_mac
+            && self.pepper.verify(token, mac)
+        {
+            return Ok(Principal::Admin { token_id: None });
+        }
+        let token_id = tresor_crypto::token_id_of(token).ok_or(CoreError::Unauthenticated)?;
+        let rec = self
+            .backend
+            .authenticate(token_id)
+            .await?
+            .ok_or(CoreError::Unauthenticated)?;
+        if !self.pepper.verify(token, &rec.token.mac) {
+            return Err(CoreError::Unauthenticated);
+        }
+        if rec.token.expires_at.is_some_and(|t| t <= now_millis()) {
+            return Err(CoreError::Unauthenticated);
+        }
+        match rec.token.kind {
+            TokenKind::Admin => Ok(Principal::Admin {
+                token_id: Some(rec.token.token_id),
+            }),
+            TokenKind::Installation => {
+                let inst = rec.installation.ok_or(CoreError::Unauthenticated)?;
+                let app_ns = rec.app_ns.ok_or(CoreError::Unauthenticated)?;
+                // Scopes narrow with the app: a token never holds more than its app's manifest.
+                let app_scopes = Scope::validate_list(&rec.app_scopes)
+                    .map_err(|_| CoreError::internal("stored app scopes do not parse"))?;
+                let scopes: ScopeSet = match &rec.token.scopes {
+                    Some(own) => Scope::validate_list(own)
+                        .map_err(|_| CoreError::internal("stored token scopes do not parse"))?
+                        .intersection(&app_scopes),
+                    None => app_scopes,
+                };
+                Ok(Principal::Installation(InstallationPrincipal {
+                    token_id: rec.token.token_id,
+                    installation_id: inst.installation_id,
+                    app_id: inst.app_id,
+                    account_id: inst.account_id,
+                    ns: inst.ns,
+                    app_ns,
+                    scopes,
+                }))
+            }
+        }
+    }
+}
+
+/// The token of a `Bearer` authorization value (scheme case-insensitive).
+fn bearer_token(header: &str) -> Option<&str> {
+    let (scheme, rest) = header.split_once(' ')?;
+    if !scheme.eq_ignore_ascii_case("bearer") {
+        return None;
+    }
+    let token = rest.trim();
+    (!token.is_empty()).then_some(token)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::bearer_token;
+
+    #[test]
+    fn bearer_values() {
+        assert_eq!(bearer_token("Bearer abc"), Some("abc"));
+        assert_eq!(bearer_token("bearer  abc "), Some("abc"));
+        assert_eq!(bearer_token("Basic abc"), None);
+        assert_eq!(bearer_token("Bearer"), None);
+        assert_eq!(bearer_token("Bearer "), None);
+    }
+}

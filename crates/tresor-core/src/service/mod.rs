@@ -1,0 +1,144 @@
+//! The [`Service`]: every rule of the contract (authentication, scopes, limits, versions, TTL,
+//! tenancy, audit) is enforced here, above any backend and below any protocol, so the HTTP API,
+//! the batch endpoint and any future front end cannot disagree.
+
+mod admin;
+mod auth;
+mod records;
+
+use std::sync::Arc;
+
+use tresor_crypto::{RootKeyRing, TokenPepper};
+
+use crate::audit::{AuditEvent, RequestContext};
+use crate::backend::Backend;
+use crate::error::{CoreError, Result};
+use crate::keyring::KeyRing;
+use crate::model::{Limits, Principal, now_millis};
+
+pub use admin::{Installed, IssuedTokenOut, RecordPage};
+pub use records::{
+    Condition, OpOutput, OpRequest, RecordMeta, RecordOp, RecordOut, RecordWithValue,
+};
+
+/// The name under which the wrapped token pepper is kept in the backend's meta table.
+const PEPPER_META: &str = "token_pepper";
+
+/// Everything a front end needs to serve the contract.
+pub struct Service {
+    backend: Arc<dyn Backend>,
+    keys: KeyRing,
+    pepper: TokenPepper,
+    limits: Limits,
+    /// MAC of `TRESOR_ADMIN_TOKEN`, when the operator set one.
+    env_admin_mac: Option<[u8; 32]>,
+}
+
+impl Service {
+    /// Opens the service over a backend. Creates the token pepper on first start; a root key
+    /// that cannot unwrap the stored pepper is refused here, before anything is served or
+    /// written.
+    pub async fn open(
+        backend: Arc<dyn Backend>,
+        root: Arc<RootKeyRing>,
+        limits: Limits,
+        env_admin_token: Option<&str>,
+    ) -> Result<Service> {
+        if let Some(t) = env_admin_token
+            && (t.len() < 32 || !t.bytes().all(|b| (0x21..=0x7e).contains(&b)))
+        {
+            return Err(CoreError::invalid(
+                "TRESOR_ADMIN_TOKEN must be at least 32 printable characters",
+            ));
+        }
+        let fresh = TokenPepper::generate()?;
+        let wrapped = root.wrap(&fresh.as_data_key(), PEPPER_META.as_bytes())?;
+        let stored = backend.meta_get_or_insert(PEPPER_META, &wrapped).await?;
+        let pepper = match root.unwrap(&stored, PEPPER_META.as_bytes()) {
+            Ok(key) => TokenPepper::from_data_key(key),
+            Err(tresor_crypto::CryptoError::UnknownKeyVersion(v)) => {
+                return Err(CoreError::Unavailable(format!(
+                    "the root key file does not hold version `{v}`, which this store was \
+                     written with: wrong key file"
+                )));
+            }
+            Err(_) => {
+                return Err(CoreError::Unavailable(
+                    "the root key does not match this store (its data cannot be decrypted with \
+                     it): wrong key file"
+                        .into(),
+                ));
+            }
+        };
+        let env_admin_mac = env_admin_token.map(|t| pepper.mac(t));
+        Ok(Service {
+            backend,
+            keys: KeyRing::new(root),
+            pepper,
+            limits,
+            env_admin_mac,
+        })
+    }
+
+    pub fn limits(&self) -> &Limits {
+        &self.limits
+    }
+
+    pub fn backend(&self) -> &Arc<dyn Backend> {
+        &self.backend
+    }
+
+    /// Is the storage reachable?
+    pub async fn ready(&self) -> Result<()> {
+        self.backend.ready().await
+    }
+
+    /// Deletes expired records in the background; returns how many.
+    pub async fn purge_expired(&self, limit: usize) -> Result<usize> {
+        self.backend.purge_expired(limit).await
+    }
+
+    /// A fresh audit event for this request; the caller fills in what it did.
+    fn event(
+        &self,
+        principal: Option<&Principal>,
+        ctx: &RequestContext,
+        operation: &str,
+    ) -> AuditEvent {
+        let (token_id, app_id, account_id, installation_id) = match principal {
+            Some(Principal::Installation(p)) => (
+                Some(p.token_id.clone()),
+                Some(p.app_id.clone()),
+                Some(p.account_id.clone()),
+                Some(p.installation_id.clone()),
+            ),
+            Some(Principal::Admin { token_id }) => (token_id.clone(), None, None, None),
+            None => (None, None, None, None),
+        };
+        AuditEvent {
+            id: 0,
+            time: now_millis(),
+            request_id: ctx.request_id.clone(),
+            token_id,
+            app_id,
+            account_id,
+            installation_id,
+            operation: operation.to_owned(),
+            store: None,
+            key: None,
+            status: 0,
+            remote_addr: ctx.remote_addr.clone(),
+        }
+    }
+
+    /// Queues events of requests that committed nothing (reads, refusals). A full queue fails
+    /// the request (503) rather than let it go unaudited.
+    fn enqueue(&self, events: Vec<AuditEvent>) -> Result<()> {
+        self.backend.audit_enqueue(events)
+    }
+}
+
+/// The HTTP status an error answers with, for its audit event.
+pub(crate) fn status_of(e: &CoreError) -> u16 {
+    e.code().http_status()
+}
