@@ -1,0 +1,717 @@
+//! The write operations the group-commit writer runs, one [`Op`] at a time, each inside its own
+//! savepoint of the batch transaction. They are plain data (not closures) so the writer's code
+//! and its tests read as a list of what can be written.
+
+use rusqlite::{Connection, params};
+use tresor_core::CoreError;
+use tresor_core::audit::AuditEvent;
+use tresor_core::backend::{
+    AccountRow, AppRow, Applied, Commit, DescriptionChange, Expiry, InstallOutcome,
+    InstallationRow, Mutation, NamespaceRow, NewInstallation, Precondition, TokenKind, TokenRow,
+};
+use tresor_core::model::{Millis, Ns, StoreKind};
+
+use crate::error::SqlResultExt;
+use crate::queries;
+use crate::schema::VERSION_COUNTER;
+
+type Result<T> = std::result::Result<T, CoreError>;
+
+/// One request to the writer.
+pub(crate) enum Op {
+    Commit(Commit),
+    MetaGetOrInsert {
+        name: String,
+        value: Vec<u8>,
+    },
+    PutApp {
+        app_id: String,
+        scopes: Vec<String>,
+        namespace: NamespaceRow,
+        audit: AuditEvent,
+    },
+    DeleteApp {
+        app_id: String,
+        audit: AuditEvent,
+    },
+    PutAccount {
+        account_id: String,
+        namespace: NamespaceRow,
+        audit: AuditEvent,
+    },
+    DeleteAccount {
+        account_id: String,
+        audit: AuditEvent,
+    },
+    Install {
+        new: NewInstallation,
+        audit: AuditEvent,
+    },
+    Uninstall {
+        installation_id: String,
+        audit: AuditEvent,
+    },
+    CreateToken {
+        token: TokenRow,
+        audit: AuditEvent,
+    },
+    RevokeToken {
+        token_id: String,
+        audit: AuditEvent,
+    },
+    PurgeExpired {
+        limit: usize,
+    },
+}
+
+/// What an [`Op`] produced; the caller knows which variant its op answers with.
+#[derive(Debug)]
+pub(crate) enum Outcome {
+    Applied(Vec<Applied>),
+    Meta(Vec<u8>),
+    App(AppRow, bool),
+    Account(AccountRow, bool),
+    Install(InstallOutcome),
+    /// Whether something existed and was deleted.
+    Deleted(bool),
+    Unit,
+    Purged(usize),
+}
+
+impl Op {
+    /// Audit events this op writes, for the writer's counters.
+    pub(crate) fn audit_count(&self) -> usize {
+        match self {
+            Op::Commit(c) => c.audit.len(),
+            Op::MetaGetOrInsert { .. } | Op::PurgeExpired { .. } => 0,
+            _ => 1,
+        }
+    }
+}
+
+/// The largest version the contract allows (JavaScript's safe integers).
+pub(crate) const MAX_VERSION: u64 = (1 << 53) - 1;
+
+/// The global record-version counter. The writer owns the only copy; every version it hands out
+/// is greater than every version ever issued, so no key ever sees a version twice, across
+/// deletes, reinstalls and restarts. Versions burnt by a rolled-back request are simply skipped.
+#[derive(Debug)]
+pub(crate) struct VersionCounter {
+    last_issued: u64,
+    persisted: u64,
+}
+
+impl VersionCounter {
+    pub(crate) fn load(conn: &Connection) -> Result<VersionCounter> {
+        let last = stored_counter(conn)?;
+        Ok(VersionCounter {
+            last_issued: last,
+            persisted: last,
+        })
+    }
+
+    /// Catches up with the stored counter at the start of a batch, under the write lock. Only
+    /// another process writing the same file (which should not happen) could have moved it,
+    /// but then this still keeps every version unique, for one indexed read per batch.
+    pub(crate) fn sync(&mut self, conn: &Connection) -> Result<()> {
+        let stored = stored_counter(conn)?;
+        if stored > self.last_issued {
+            tracing::warn!("the record version counter was advanced by another writer");
+            self.last_issued = stored;
+        }
+        self.persisted = stored;
+        Ok(())
+    }
+
+    fn next(&mut self) -> Result<u64> {
+        if self.last_issued >= MAX_VERSION {
+            return Err(CoreError::internal(
+                "the record version counter is exhausted",
+            ));
+        }
+        self.last_issued += 1;
+        Ok(self.last_issued)
+    }
+
+    /// Writes the counter into the current transaction when it moved.
+    pub(crate) fn save(&self, conn: &Connection) -> Result<()> {
+        if self.last_issued == self.persisted {
+            return Ok(());
+        }
+        conn.prepare_cached("UPDATE counters SET value = ?1 WHERE name = ?2")
+            .db()?
+            .execute(params![as_i64(self.last_issued)?, VERSION_COUNTER])
+            .db()?;
+        Ok(())
+    }
+
+    /// Called once the transaction that saved the counter has committed.
+    pub(crate) fn mark_persisted(&mut self) {
+        self.persisted = self.last_issued;
+    }
+}
+
+fn stored_counter(conn: &Connection) -> Result<u64> {
+    let value: i64 = conn
+        .prepare_cached("SELECT value FROM counters WHERE name = ?1")
+        .db()?
+        .query_row([VERSION_COUNTER], |r| r.get(0))
+        .db()?;
+    u64::try_from(value).map_err(|_| CoreError::internal("the stored version counter is negative"))
+}
+
+/// Runs one op inside its own savepoint: on error, everything it wrote is undone and the rest
+/// of the batch goes on. When the savepoint itself cannot be undone, the whole transaction is
+/// rolled back, and the writer, seeing no open transaction, fails the batch.
+pub(crate) fn apply_in_savepoint(
+    conn: &Connection,
+    versions: &mut VersionCounter,
+    op: Op,
+) -> Result<Outcome> {
+    conn.execute_batch("SAVEPOINT request").db()?;
+    let result = apply(conn, versions, op);
+    // SQLite may already have rolled back the whole transaction (full disk, I/O error).
+    if conn.is_autocommit() {
+        return result;
+    }
+    let undone = match &result {
+        Ok(_) => conn.execute_batch("RELEASE request"),
+        Err(_) => conn.execute_batch("ROLLBACK TO request; RELEASE request"),
+    };
+    if let Err(e) = undone {
+        // Leave no half-applied request behind: drop the whole transaction.
+        let _ = conn.execute_batch("ROLLBACK");
+        return Err(crate::error::from_sqlite(&e));
+    }
+    result
+}
+
+/// Runs one op; see [`apply_in_savepoint`].
+fn apply(conn: &Connection, versions: &mut VersionCounter, op: Op) -> Result<Outcome> {
+    let now = tresor_core::model::now_millis();
+    match op {
+        Op::Commit(commit) => apply_commit(conn, versions, commit, now).map(Outcome::Applied),
+        Op::MetaGetOrInsert { name, value } => meta_get_or_insert(conn, &name, &value),
+        Op::PutApp {
+            app_id,
+            scopes,
+            namespace,
+            audit,
+        } => {
+            let out = put_app(conn, &app_id, &scopes, &namespace, now)?;
+            insert_audit(conn, &audit)?;
+            Ok(out)
+        }
+        Op::DeleteApp { app_id, audit } => {
+            let out = delete_app(conn, &app_id)?;
+            insert_audit(conn, &audit)?;
+            Ok(Outcome::Deleted(out))
+        }
+        Op::PutAccount {
+            account_id,
+            namespace,
+            audit,
+        } => {
+            let out = put_account(conn, &account_id, &namespace, now)?;
+            insert_audit(conn, &audit)?;
+            Ok(out)
+        }
+        Op::DeleteAccount { account_id, audit } => {
+            let out = delete_account(conn, &account_id)?;
+            insert_audit(conn, &audit)?;
+            Ok(Outcome::Deleted(out))
+        }
+        Op::Install { new, audit } => {
+            let out = install(conn, new, now)?;
+            insert_audit(conn, &audit)?;
+            Ok(Outcome::Install(out))
+        }
+        Op::Uninstall {
+            installation_id,
+            audit,
+        } => {
+            let existed = match queries::get_installation(conn, &installation_id)? {
+                Some(inst) => {
+                    uninstall(conn, &inst)?;
+                    true
+                }
+                None => false,
+            };
+            insert_audit(conn, &audit)?;
+            Ok(Outcome::Deleted(existed))
+        }
+        Op::CreateToken { token, audit } => {
+            create_token(conn, &token)?;
+            insert_audit(conn, &audit)?;
+            Ok(Outcome::Unit)
+        }
+        Op::RevokeToken { token_id, audit } => {
+            let n = conn
+                .prepare_cached("DELETE FROM tokens WHERE token_id = ?1")
+                .db()?
+                .execute([&token_id])
+                .db()?;
+            insert_audit(conn, &audit)?;
+            Ok(Outcome::Deleted(n > 0))
+        }
+        Op::PurgeExpired { limit } => {
+            let n = conn
+                .prepare_cached(
+                    "DELETE FROM records WHERE (ns, store, key) IN \
+                     (SELECT ns, store, key FROM records WHERE expires_at <= ?1 LIMIT ?2)",
+                )
+                .db()?
+                .execute(params![now, i64::try_from(limit).unwrap_or(i64::MAX)])
+                .db()?;
+            Ok(Outcome::Purged(n))
+        }
+    }
+}
+
+/// Writes one audit event. Also used by the writer for events from the audit queue.
+pub(crate) fn insert_audit(conn: &Connection, ev: &AuditEvent) -> Result<()> {
+    conn.prepare_cached(
+        "INSERT INTO audit (time, request_id, token_id, app_id, account_id, installation_id, \
+         operation, store, key, status, remote_addr) \
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)",
+    )
+    .db()?
+    .execute(params![
+        ev.time,
+        ev.request_id,
+        ev.token_id,
+        ev.app_id,
+        ev.account_id,
+        ev.installation_id,
+        ev.operation,
+        ev.store,
+        ev.key,
+        ev.status,
+        ev.remote_addr,
+    ])
+    .db()?;
+    Ok(())
+}
+
+fn apply_commit(
+    conn: &Connection,
+    versions: &mut VersionCounter,
+    commit: Commit,
+    now: Millis,
+) -> Result<Vec<Applied>> {
+    // The incarnation check of invariant 7: inside the transaction, so a racing uninstall either
+    // committed before (and this fails) or commits after (and deletes what this wrote).
+    for ns in &commit.guards {
+        if !queries::namespace_exists(conn, *ns)? {
+            return Err(CoreError::Unauthenticated);
+        }
+    }
+    let mut applied = Vec::with_capacity(commit.mutations.len());
+    for mutation in commit.mutations {
+        applied.push(apply_mutation(conn, versions, mutation, now)?);
+    }
+    for ev in &commit.audit {
+        insert_audit(conn, ev)?;
+    }
+    Ok(applied)
+}
+
+/// The parts of a live record that a write may keep.
+struct Current {
+    version: u64,
+    created_at: Millis,
+    expires_at: Option<Millis>,
+    description: Option<Vec<u8>>,
+}
+
+fn current(
+    conn: &Connection,
+    ns: Ns,
+    store: StoreKind,
+    key: &[u8],
+    now: Millis,
+) -> Result<Option<Current>> {
+    // The value is not needed to decide a write, so it is not read.
+    let row = conn
+        .prepare_cached(
+            "SELECT version, created_at, expires_at, description FROM records \
+             WHERE ns = ?1 AND store = ?2 AND key = ?3 AND (expires_at IS NULL OR expires_at > ?4)",
+        )
+        .db()?
+        .query_row(params![ns, store.code(), key, now], |r| {
+            Ok((r.get::<_, i64>(0)?, r.get(1)?, r.get(2)?, r.get(3)?))
+        });
+    match row {
+        Ok((version, created_at, expires_at, description)) => Ok(Some(Current {
+            version: u64::try_from(version)
+                .map_err(|_| CoreError::internal("a stored version is negative"))?,
+            created_at,
+            expires_at,
+            description,
+        })),
+        Err(rusqlite::Error::QueryReturnedNoRows) => Ok(None),
+        Err(e) => Err(crate::error::from_sqlite(&e)),
+    }
+}
+
+fn check(expect: Precondition, current: Option<&Current>) -> Result<()> {
+    let holds = match expect {
+        Precondition::Absent => current.is_none(),
+        Precondition::Version(v) => current.is_some_and(|c| c.version == v),
+        Precondition::Any => true,
+    };
+    if holds {
+        Ok(())
+    } else {
+        Err(CoreError::WriteConflict)
+    }
+}
+
+fn apply_mutation(
+    conn: &Connection,
+    versions: &mut VersionCounter,
+    mutation: Mutation,
+    now: Millis,
+) -> Result<Applied> {
+    match mutation {
+        Mutation::Put {
+            ns,
+            store,
+            key,
+            expect,
+            value,
+            description,
+            expiry,
+        } => {
+            let current = current(conn, ns, store, &key, now)?;
+            check(expect, current.as_ref())?;
+            let version = versions.next()?;
+            let (created, created_at) = match &current {
+                Some(c) => (false, c.created_at),
+                None => (true, now),
+            };
+            let expires_at = match expiry {
+                Expiry::Keep => current.as_ref().and_then(|c| c.expires_at),
+                Expiry::Clear => None,
+                Expiry::In(secs) => Some(now.saturating_add(secs.saturating_mul(1000))),
+            };
+            let description = match description {
+                DescriptionChange::Keep => current.and_then(|c| c.description),
+                DescriptionChange::Set(d) => d,
+            };
+            conn.prepare_cached(
+                "INSERT INTO records (ns, store, key, version, created_at, updated_at, expires_at, \
+                 value, description) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9) \
+                 ON CONFLICT (ns, store, key) DO UPDATE SET version = excluded.version, \
+                 created_at = excluded.created_at, updated_at = excluded.updated_at, \
+                 expires_at = excluded.expires_at, value = excluded.value, \
+                 description = excluded.description",
+            )
+            .db()?
+            .execute(params![
+                ns,
+                store.code(),
+                key,
+                as_i64(version)?,
+                created_at,
+                now,
+                expires_at,
+                value,
+                description,
+            ])
+            .db()?;
+            Ok(Applied::Put {
+                version,
+                created,
+                created_at,
+                updated_at: now,
+                expires_at,
+            })
+        }
+        Mutation::Delete {
+            ns,
+            store,
+            key,
+            expect,
+        } => {
+            let current = current(conn, ns, store, &key, now)?;
+            check(expect, current.as_ref())?;
+            // Removes an expired row too: it is absent already, and this saves the purge a visit.
+            conn.prepare_cached("DELETE FROM records WHERE ns = ?1 AND store = ?2 AND key = ?3")
+                .db()?
+                .execute(params![ns, store.code(), key])
+                .db()?;
+            Ok(Applied::Deleted)
+        }
+        Mutation::Check {
+            ns,
+            store,
+            key,
+            expect,
+        } => {
+            check(expect, current(conn, ns, store, &key, now)?.as_ref())?;
+            Ok(Applied::Checked)
+        }
+    }
+}
+
+fn meta_get_or_insert(conn: &Connection, name: &str, value: &[u8]) -> Result<Outcome> {
+    conn.prepare_cached(
+        "INSERT INTO meta (name, value) VALUES (?1, ?2) ON CONFLICT (name) DO NOTHING",
+    )
+    .db()?
+    .execute(params![name, value])
+    .db()?;
+    let stored = queries::meta_get(conn, name)?
+        .ok_or_else(|| CoreError::internal("a meta value vanished inside its transaction"))?;
+    Ok(Outcome::Meta(stored))
+}
+
+fn insert_namespace(
+    conn: &Connection,
+    namespace: &NamespaceRow,
+    kind: &str,
+    owner_id: &str,
+    now: Millis,
+) -> Result<()> {
+    conn.prepare_cached(
+        "INSERT INTO namespaces (ns, kind, owner_id, wrapped_key, created_at) \
+         VALUES (?1, ?2, ?3, ?4, ?5)",
+    )
+    .db()?
+    .execute(params![
+        namespace.ns,
+        kind,
+        owner_id,
+        namespace.wrapped_key,
+        now
+    ])
+    .db()?;
+    Ok(())
+}
+
+/// Deletes every record of a namespace and then the namespace row itself: its wrapped key is
+/// destroyed, so stray copies of its ciphertexts can no longer be opened (crypto-shredding).
+fn destroy_namespace(conn: &Connection, ns: Ns) -> Result<()> {
+    conn.prepare_cached("DELETE FROM records WHERE ns = ?1")
+        .db()?
+        .execute([ns])
+        .db()?;
+    conn.prepare_cached("DELETE FROM namespaces WHERE ns = ?1")
+        .db()?
+        .execute([ns])
+        .db()?;
+    Ok(())
+}
+
+fn put_app(
+    conn: &Connection,
+    app_id: &str,
+    scopes: &[String],
+    namespace: &NamespaceRow,
+    now: Millis,
+) -> Result<Outcome> {
+    let encoded = queries::encode_scopes(scopes)?;
+    if let Some(mut row) = queries::get_app(conn, app_id)? {
+        // An existing app keeps its shared namespace; the one passed in is not needed.
+        conn.prepare_cached("UPDATE apps SET scopes = ?1, updated_at = ?2 WHERE app_id = ?3")
+            .db()?
+            .execute(params![encoded, now, app_id])
+            .db()?;
+        row.scopes = scopes.to_vec();
+        row.updated_at = now;
+        return Ok(Outcome::App(row, false));
+    }
+    insert_namespace(conn, namespace, "app", app_id, now)?;
+    conn.prepare_cached(
+        "INSERT INTO apps (app_id, scopes, ns, created_at, updated_at) VALUES (?1, ?2, ?3, ?4, ?4)",
+    )
+    .db()?
+    .execute(params![app_id, encoded, namespace.ns, now])
+    .db()?;
+    let row = AppRow {
+        app_id: app_id.to_owned(),
+        scopes: scopes.to_vec(),
+        ns: namespace.ns,
+        created_at: now,
+        updated_at: now,
+    };
+    Ok(Outcome::App(row, true))
+}
+
+fn delete_app(conn: &Connection, app_id: &str) -> Result<bool> {
+    let Some(app) = queries::get_app(conn, app_id)? else {
+        return Ok(false);
+    };
+    for inst in queries::installations_of_app(conn, app_id)? {
+        uninstall(conn, &inst)?;
+    }
+    destroy_namespace(conn, app.ns)?;
+    conn.prepare_cached("DELETE FROM apps WHERE app_id = ?1")
+        .db()?
+        .execute([app_id])
+        .db()?;
+    Ok(true)
+}
+
+fn put_account(
+    conn: &Connection,
+    account_id: &str,
+    namespace: &NamespaceRow,
+    now: Millis,
+) -> Result<Outcome> {
+    if let Some(mut row) = queries::get_account(conn, account_id)? {
+        conn.prepare_cached("UPDATE accounts SET updated_at = ?1 WHERE account_id = ?2")
+            .db()?
+            .execute(params![now, account_id])
+            .db()?;
+        row.updated_at = now;
+        return Ok(Outcome::Account(row, false));
+    }
+    insert_namespace(conn, namespace, "account", account_id, now)?;
+    conn.prepare_cached(
+        "INSERT INTO accounts (account_id, ns, created_at, updated_at) VALUES (?1, ?2, ?3, ?3)",
+    )
+    .db()?
+    .execute(params![account_id, namespace.ns, now])
+    .db()?;
+    let row = AccountRow {
+        account_id: account_id.to_owned(),
+        ns: namespace.ns,
+        created_at: now,
+        updated_at: now,
+    };
+    Ok(Outcome::Account(row, true))
+}
+
+fn delete_account(conn: &Connection, account_id: &str) -> Result<bool> {
+    let Some(account) = queries::get_account(conn, account_id)? else {
+        return Ok(false);
+    };
+    for inst in queries::installations_of_account(conn, account_id)? {
+        uninstall(conn, &inst)?;
+    }
+    destroy_namespace(conn, account.ns)?;
+    conn.prepare_cached("DELETE FROM accounts WHERE account_id = ?1")
+        .db()?
+        .execute([account_id])
+        .db()?;
+    Ok(true)
+}
+
+fn install(conn: &Connection, new: NewInstallation, now: Millis) -> Result<InstallOutcome> {
+    if let Some(existing) = queries::get_installation(conn, &new.installation_id)? {
+        let same = existing.app_id == new.app_id && existing.account_id == new.account_id;
+        return Ok(if same {
+            InstallOutcome::Existing(existing)
+        } else {
+            InstallOutcome::Taken(existing)
+        });
+    }
+    if queries::get_app(conn, &new.app_id)?.is_none() {
+        return Ok(InstallOutcome::AppMissing);
+    }
+    if queries::get_account(conn, &new.account_id)?.is_none() {
+        return Ok(InstallOutcome::AccountMissing);
+    }
+    // At most one installation per (app, account), under whatever id.
+    if let Some(other) = queries::installation_of_pair(conn, &new.app_id, &new.account_id)? {
+        return Ok(InstallOutcome::Taken(other));
+    }
+    debug_assert_eq!(new.token.ns, Some(new.namespace.ns));
+    insert_namespace(
+        conn,
+        &new.namespace,
+        "installation",
+        &new.installation_id,
+        now,
+    )?;
+    conn.prepare_cached(
+        "INSERT INTO installations (installation_id, app_id, account_id, ns, created_at) \
+         VALUES (?1, ?2, ?3, ?4, ?5)",
+    )
+    .db()?
+    .execute(params![
+        new.installation_id,
+        new.app_id,
+        new.account_id,
+        new.namespace.ns,
+        now
+    ])
+    .db()?;
+    insert_token(conn, &new.token)?;
+    Ok(InstallOutcome::Created(InstallationRow {
+        installation_id: new.installation_id,
+        app_id: new.app_id,
+        account_id: new.account_id,
+        ns: new.namespace.ns,
+        created_at: now,
+    }))
+}
+
+/// Removes an installation incarnation: its records (every store), tokens, namespace key and
+/// row. Also the step of deleting its app or account.
+fn uninstall(conn: &Connection, inst: &InstallationRow) -> Result<()> {
+    conn.prepare_cached("DELETE FROM tokens WHERE installation_id = ?1 OR ns = ?2")
+        .db()?
+        .execute(params![inst.installation_id, inst.ns])
+        .db()?;
+    destroy_namespace(conn, inst.ns)?;
+    conn.prepare_cached("DELETE FROM installations WHERE installation_id = ?1")
+        .db()?
+        .execute([&inst.installation_id])
+        .db()?;
+    Ok(())
+}
+
+fn create_token(conn: &Connection, token: &TokenRow) -> Result<()> {
+    if token.kind == TokenKind::Installation {
+        let live = match (&token.installation_id, token.ns) {
+            (Some(id), Some(ns)) => conn
+                .prepare_cached(
+                    "SELECT EXISTS (SELECT 1 FROM installations \
+                     WHERE installation_id = ?1 AND ns = ?2)",
+                )
+                .db()?
+                .query_row(params![id, ns], |r| r.get::<_, bool>(0))
+                .db()?,
+            _ => false,
+        };
+        if !live {
+            return Err(CoreError::NotFound("no such installation".into()));
+        }
+    }
+    if queries::token_exists(conn, &token.token_id)? {
+        return Err(CoreError::Conflict("a token with this id exists".into()));
+    }
+    insert_token(conn, token)
+}
+
+fn insert_token(conn: &Connection, token: &TokenRow) -> Result<()> {
+    let scopes = token
+        .scopes
+        .as_deref()
+        .map(queries::encode_scopes)
+        .transpose()?;
+    conn.prepare_cached(
+        "INSERT INTO tokens (token_id, mac, kind, installation_id, ns, scopes, expires_at, \
+         created_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+    )
+    .db()?
+    .execute(params![
+        token.token_id,
+        token.mac,
+        queries::token_kind_str(token.kind),
+        token.installation_id,
+        token.ns,
+        scopes,
+        token.expires_at,
+        token.created_at,
+    ])
+    .db()?;
+    Ok(())
+}
+
+fn as_i64(v: u64) -> Result<i64> {
+    i64::try_from(v).map_err(|_| CoreError::internal("a version does not fit in i64"))
+}

@@ -1,0 +1,369 @@
+//! The embedded default backend of tresor: one SQLite file in WAL mode with
+//! `synchronous=FULL` and `secure_delete=ON`, written by a single group-commit writer thread
+//! ([`GroupCommitStats`] counts its batches) and read through a pool of read-only connections on
+//! blocking threads.
+//!
+//! Only this crate knows its SQL. Every rule lives in the service; this crate stores
+//! ciphertext, MACs and metadata, and checks preconditions and namespace guards inside the
+//! transaction.
+
+mod apply;
+mod error;
+mod queries;
+mod readers;
+mod schema;
+mod stats;
+#[cfg(test)]
+mod tests;
+mod writer;
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use tresor_core::CoreError;
+use tresor_core::audit::{AuditEvent, AuditQuery};
+use tresor_core::backend::{
+    AccountRow, AppRow, Applied, AuthRecord, Backend, Commit, InstallOutcome, InstallationRow,
+    ListQuery, NamespaceRow, NewInstallation, StoredRecord, TokenRow,
+};
+use tresor_core::model::{Ns, StoreKind, now_millis};
+
+use crate::apply::{Op, Outcome};
+use crate::readers::ReadPool;
+use crate::writer::GroupCommitWriter;
+
+pub use crate::stats::{BATCH_SIZE_BUCKETS, GroupCommitSnapshot, GroupCommitStats};
+
+type Result<T> = std::result::Result<T, CoreError>;
+
+/// The file name of the database inside the data directory.
+pub const DATABASE_FILE: &str = "tresor.db";
+
+/// Tuning of the embedded backend.
+#[derive(Debug, Clone)]
+pub struct SqliteOptions {
+    /// Read-only connections in the read pool (at least 1).
+    pub read_connections: usize,
+    /// Audit events of reads that may wait for the writer before `audit_enqueue` refuses.
+    pub audit_queue_bound: usize,
+}
+
+impl Default for SqliteOptions {
+    fn default() -> Self {
+        SqliteOptions {
+            read_connections: 4,
+            audit_queue_bound: 65_536,
+        }
+    }
+}
+
+/// The SQLite backend. Cheap to open; share it behind an `Arc`.
+pub struct SqliteBackend {
+    path: PathBuf,
+    writer: GroupCommitWriter,
+    readers: Arc<ReadPool>,
+}
+
+impl SqliteBackend {
+    /// Opens (creating when missing) `dir/tresor.db`, migrates its schema and starts the writer
+    /// thread. Refuses a database written by a newer release. Synchronous and quick: callable
+    /// from async code.
+    pub fn open(dir: &Path, options: SqliteOptions) -> Result<SqliteBackend> {
+        std::fs::create_dir_all(dir).map_err(|e| {
+            CoreError::Unavailable(format!("cannot create the data directory: {e}"))
+        })?;
+        let path = dir.join(DATABASE_FILE);
+        let conn = schema::open_writer(&path)?;
+        // Readers open after the writer, which created the file and switched it to WAL.
+        let readers = ReadPool::open(&path, options.read_connections)?;
+        let writer = GroupCommitWriter::start(conn, options.audit_queue_bound)?;
+        tracing::info!(path = %path.display(), "opened sqlite storage");
+        Ok(SqliteBackend {
+            path,
+            writer,
+            readers,
+        })
+    }
+
+    /// The database file.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// The live group-commit counters, for the metrics endpoint.
+    pub fn group_commit_stats(&self) -> Arc<GroupCommitStats> {
+        self.writer.stats().clone()
+    }
+
+    /// A copy of the group-commit counters now.
+    pub fn batch_sizes(&self) -> GroupCommitSnapshot {
+        self.writer.stats().snapshot()
+    }
+
+    /// Audit events enqueued and not yet committed.
+    pub fn audit_queue_len(&self) -> usize {
+        self.writer.audit_queue_len()
+    }
+
+    /// Stops taking requests, commits everything already queued (audit events included) and
+    /// joins the writer thread. Later calls answer `Unavailable`. Idempotent.
+    pub async fn shutdown(&self) {
+        let Some(thread) = self.writer.begin_shutdown() else {
+            return;
+        };
+        let joined = tokio::task::spawn_blocking(move || thread.join()).await;
+        if !matches!(joined, Ok(Ok(()))) {
+            tracing::error!("the sqlite writer thread ended with a panic");
+        }
+    }
+
+    async fn write(&self, op: Op) -> Result<Outcome> {
+        self.writer.call(op).await
+    }
+}
+
+impl Drop for SqliteBackend {
+    /// Without an explicit [`SqliteBackend::shutdown`], dropping still commits what is queued
+    /// and waits for the writer (briefly blocking the dropping thread).
+    fn drop(&mut self) {
+        if let Some(thread) = self.writer.begin_shutdown()
+            && thread.join().is_err()
+        {
+            tracing::error!("the sqlite writer thread ended with a panic");
+        }
+    }
+}
+
+/// The writer answered an op with an outcome of another kind: a bug in this crate.
+fn mismatch() -> CoreError {
+    CoreError::internal("the sqlite writer answered with an unexpected outcome")
+}
+
+#[async_trait]
+impl Backend for SqliteBackend {
+    fn name(&self) -> &'static str {
+        "sqlite"
+    }
+
+    async fn ready(&self) -> Result<()> {
+        self.writer.check_alive()?;
+        self.readers
+            .run(|conn| {
+                conn.query_row("SELECT 1", [], |_| Ok(()))
+                    .map_err(|e| error::from_sqlite(&e))
+            })
+            .await
+    }
+
+    async fn meta_get_or_insert(&self, name: &str, value: &[u8]) -> Result<Vec<u8>> {
+        let op = Op::MetaGetOrInsert {
+            name: name.to_owned(),
+            value: value.to_vec(),
+        };
+        match self.write(op).await? {
+            Outcome::Meta(v) => Ok(v),
+            _ => Err(mismatch()),
+        }
+    }
+
+    async fn meta_get(&self, name: &str) -> Result<Option<Vec<u8>>> {
+        let name = name.to_owned();
+        self.readers
+            .run(move |conn| queries::meta_get(conn, &name))
+            .await
+    }
+
+    async fn authenticate(&self, token_id: &str) -> Result<Option<AuthRecord>> {
+        let token_id = token_id.to_owned();
+        self.readers
+            .run(move |conn| queries::authenticate(conn, &token_id))
+            .await
+    }
+
+    async fn namespace_key(&self, ns: Ns) -> Result<Option<Vec<u8>>> {
+        self.readers
+            .run(move |conn| queries::namespace_key(conn, ns))
+            .await
+    }
+
+    async fn read_record(
+        &self,
+        ns: Ns,
+        store: StoreKind,
+        key: &[u8],
+    ) -> Result<Option<StoredRecord>> {
+        let key = key.to_vec();
+        self.readers
+            .run(move |conn| queries::read_record(conn, ns, store, &key, now_millis()))
+            .await
+    }
+
+    async fn list_records(
+        &self,
+        ns: Ns,
+        store: StoreKind,
+        query: &ListQuery,
+    ) -> Result<Vec<StoredRecord>> {
+        let query = query.clone();
+        self.readers
+            .run(move |conn| queries::list_records(conn, ns, store, &query, now_millis()))
+            .await
+    }
+
+    async fn commit(&self, commit: Commit) -> Result<Vec<Applied>> {
+        match self.write(Op::Commit(commit)).await? {
+            Outcome::Applied(applied) => Ok(applied),
+            _ => Err(mismatch()),
+        }
+    }
+
+    fn audit_enqueue(&self, events: Vec<AuditEvent>) -> Result<()> {
+        self.writer.enqueue_audit(events)
+    }
+
+    async fn audit_query(&self, query: &AuditQuery) -> Result<Vec<AuditEvent>> {
+        let query = query.clone();
+        self.readers
+            .run(move |conn| queries::audit_query(conn, &query))
+            .await
+    }
+
+    async fn purge_expired(&self, limit: usize) -> Result<usize> {
+        match self.write(Op::PurgeExpired { limit }).await? {
+            Outcome::Purged(n) => Ok(n),
+            _ => Err(mismatch()),
+        }
+    }
+
+    async fn put_app(
+        &self,
+        app_id: &str,
+        scopes: &[String],
+        namespace: NamespaceRow,
+        audit: AuditEvent,
+    ) -> Result<(AppRow, bool)> {
+        let op = Op::PutApp {
+            app_id: app_id.to_owned(),
+            scopes: scopes.to_vec(),
+            namespace,
+            audit,
+        };
+        match self.write(op).await? {
+            Outcome::App(row, created) => Ok((row, created)),
+            _ => Err(mismatch()),
+        }
+    }
+
+    async fn get_app(&self, app_id: &str) -> Result<Option<AppRow>> {
+        let app_id = app_id.to_owned();
+        self.readers
+            .run(move |conn| queries::get_app(conn, &app_id))
+            .await
+    }
+
+    async fn list_apps(&self) -> Result<Vec<AppRow>> {
+        self.readers.run(queries::list_apps).await
+    }
+
+    async fn delete_app(&self, app_id: &str, audit: AuditEvent) -> Result<bool> {
+        let op = Op::DeleteApp {
+            app_id: app_id.to_owned(),
+            audit,
+        };
+        match self.write(op).await? {
+            Outcome::Deleted(existed) => Ok(existed),
+            _ => Err(mismatch()),
+        }
+    }
+
+    async fn put_account(
+        &self,
+        account_id: &str,
+        namespace: NamespaceRow,
+        audit: AuditEvent,
+    ) -> Result<(AccountRow, bool)> {
+        let op = Op::PutAccount {
+            account_id: account_id.to_owned(),
+            namespace,
+            audit,
+        };
+        match self.write(op).await? {
+            Outcome::Account(row, created) => Ok((row, created)),
+            _ => Err(mismatch()),
+        }
+    }
+
+    async fn get_account(&self, account_id: &str) -> Result<Option<AccountRow>> {
+        let account_id = account_id.to_owned();
+        self.readers
+            .run(move |conn| queries::get_account(conn, &account_id))
+            .await
+    }
+
+    async fn list_accounts(&self) -> Result<Vec<AccountRow>> {
+        self.readers.run(queries::list_accounts).await
+    }
+
+    async fn delete_account(&self, account_id: &str, audit: AuditEvent) -> Result<bool> {
+        let op = Op::DeleteAccount {
+            account_id: account_id.to_owned(),
+            audit,
+        };
+        match self.write(op).await? {
+            Outcome::Deleted(existed) => Ok(existed),
+            _ => Err(mismatch()),
+        }
+    }
+
+    async fn install(&self, new: NewInstallation, audit: AuditEvent) -> Result<InstallOutcome> {
+        match self.write(Op::Install { new, audit }).await? {
+            Outcome::Install(outcome) => Ok(outcome),
+            _ => Err(mismatch()),
+        }
+    }
+
+    async fn get_installation(&self, installation_id: &str) -> Result<Option<InstallationRow>> {
+        let installation_id = installation_id.to_owned();
+        self.readers
+            .run(move |conn| queries::get_installation(conn, &installation_id))
+            .await
+    }
+
+    async fn list_installations(&self) -> Result<Vec<InstallationRow>> {
+        self.readers.run(queries::list_installations).await
+    }
+
+    async fn uninstall(&self, installation_id: &str, audit: AuditEvent) -> Result<bool> {
+        let op = Op::Uninstall {
+            installation_id: installation_id.to_owned(),
+            audit,
+        };
+        match self.write(op).await? {
+            Outcome::Deleted(existed) => Ok(existed),
+            _ => Err(mismatch()),
+        }
+    }
+
+    async fn create_token(&self, token: TokenRow, audit: AuditEvent) -> Result<()> {
+        match self.write(Op::CreateToken { token, audit }).await? {
+            Outcome::Unit => Ok(()),
+            _ => Err(mismatch()),
+        }
+    }
+
+    async fn revoke_token(&self, token_id: &str, audit: AuditEvent) -> Result<bool> {
+        let op = Op::RevokeToken {
+            token_id: token_id.to_owned(),
+            audit,
+        };
+        match self.write(op).await? {
+            Outcome::Deleted(existed) => Ok(existed),
+            _ => Err(mismatch()),
+        }
+    }
+
+    async fn has_admin_token(&self) -> Result<bool> {
+        self.readers.run(queries::has_admin_token).await
+    }
+}

@@ -1,0 +1,483 @@
+//! The read queries, as plain functions over a connection: the read pool runs them on its
+//! read-only connections, and the writer reuses them inside its transaction.
+
+use rusqlite::types::Value;
+use rusqlite::{Connection, OptionalExtension, Row, params, params_from_iter};
+use tresor_core::CoreError;
+use tresor_core::audit::{AuditEvent, AuditQuery};
+use tresor_core::backend::{
+    AccountRow, AppRow, AuthRecord, InstallationRow, ListQuery, StoredRecord, TokenKind, TokenRow,
+};
+use tresor_core::model::{Millis, Ns, StoreKind};
+
+use crate::error::SqlResultExt;
+
+type Result<T> = std::result::Result<T, CoreError>;
+
+/// The live row of one key, if any (`expires_at` null or after `now`).
+pub(crate) fn read_record(
+    conn: &Connection,
+    ns: Ns,
+    store: StoreKind,
+    key: &[u8],
+    now: Millis,
+) -> Result<Option<StoredRecord>> {
+    conn.prepare_cached(
+        "SELECT version, created_at, updated_at, expires_at, value, description FROM records \
+         WHERE ns = ?1 AND store = ?2 AND key = ?3 AND (expires_at IS NULL OR expires_at > ?4)",
+    )
+    .db()?
+    .query_row(params![ns, store.code(), key, now], |r| {
+        Ok(StoredRecord {
+            key: key.to_vec(),
+            version: get_version(r, 0)?,
+            created_at: r.get(1)?,
+            updated_at: r.get(2)?,
+            expires_at: r.get(3)?,
+            value: r.get(4)?,
+            description: r.get(5)?,
+        })
+    })
+    .optional()
+    .db()
+}
+
+/// One page of live records' metadata in key byte order. The prefix becomes a key range (not a
+/// `LIKE`), so the scan uses the primary key and stops at the end of the prefix.
+pub(crate) fn list_records(
+    conn: &Connection,
+    ns: Ns,
+    store: StoreKind,
+    query: &ListQuery,
+    now: Millis,
+) -> Result<Vec<StoredRecord>> {
+    if query.limit == 0 {
+        return Ok(Vec::new());
+    }
+    // Start after the cursor when it lies inside or past the prefix range, else at the prefix.
+    let (lower, exclusive) = match &query.after {
+        Some(after) if after.as_slice() >= query.prefix.as_slice() => (after.as_slice(), true),
+        _ => (query.prefix.as_slice(), false),
+    };
+    let upper = prefix_successor(&query.prefix);
+    let sql = match (exclusive, upper.is_some()) {
+        (false, false) => LIST_FROM,
+        (false, true) => LIST_FROM_TO,
+        (true, false) => LIST_AFTER,
+        (true, true) => LIST_AFTER_TO,
+    };
+    let limit = i64::try_from(query.limit).unwrap_or(i64::MAX);
+    let mut stmt = conn.prepare_cached(sql).db()?;
+    let rows = match &upper {
+        Some(upper) => stmt.query_map(
+            params![ns, store.code(), lower, now, limit, upper],
+            list_row,
+        ),
+        None => stmt.query_map(params![ns, store.code(), lower, now, limit], list_row),
+    }
+    .db()?;
+    rows.collect::<rusqlite::Result<Vec<_>>>().db()
+}
+
+fn list_row(r: &Row<'_>) -> rusqlite::Result<StoredRecord> {
+    Ok(StoredRecord {
+        key: r.get(0)?,
+        version: get_version(r, 1)?,
+        created_at: r.get(2)?,
+        updated_at: r.get(3)?,
+        expires_at: r.get(4)?,
+        // Lists carry metadata only; the value is never read.
+        value: Vec::new(),
+        description: r.get(5)?,
+    })
+}
+
+/// Builds a list statement from its key bounds: `?3` the lower bound, `?6` the upper one.
+macro_rules! list_sql {
+    ($bounds:literal) => {
+        concat!(
+            "SELECT key, version, created_at, updated_at, expires_at, description FROM records \
+             WHERE ns = ?1 AND store = ?2 AND (expires_at IS NULL OR expires_at > ?4) AND ",
+            $bounds,
+            " ORDER BY key LIMIT ?5"
+        )
+    };
+}
+
+const LIST_FROM: &str = list_sql!("key >= ?3");
+const LIST_FROM_TO: &str = list_sql!("key >= ?3 AND key < ?6");
+const LIST_AFTER: &str = list_sql!("key > ?3");
+const LIST_AFTER_TO: &str = list_sql!("key > ?3 AND key < ?6");
+
+/// The smallest byte string greater than every string starting with `prefix`, or `None` when
+/// there is none (an empty prefix or one made only of 0xFF bytes).
+pub(crate) fn prefix_successor(prefix: &[u8]) -> Option<Vec<u8>> {
+    let mut upper = prefix.to_vec();
+    while let Some(last) = upper.pop() {
+        if last < 0xFF {
+            upper.push(last + 1);
+            return Some(upper);
+        }
+    }
+    None
+}
+
+pub(crate) fn meta_get(conn: &Connection, name: &str) -> Result<Option<Vec<u8>>> {
+    conn.prepare_cached("SELECT value FROM meta WHERE name = ?1")
+        .db()?
+        .query_row([name], |r| r.get(0))
+        .optional()
+        .db()
+}
+
+pub(crate) fn namespace_key(conn: &Connection, ns: Ns) -> Result<Option<Vec<u8>>> {
+    conn.prepare_cached("SELECT wrapped_key FROM namespaces WHERE ns = ?1")
+        .db()?
+        .query_row([ns], |r| r.get(0))
+        .optional()
+        .db()
+}
+
+pub(crate) fn namespace_exists(conn: &Connection, ns: Ns) -> Result<bool> {
+    conn.prepare_cached("SELECT EXISTS (SELECT 1 FROM namespaces WHERE ns = ?1)")
+        .db()?
+        .query_row([ns], |r| r.get(0))
+        .db()
+}
+
+/// The token with its live installation and app, in one statement. An installation token whose
+/// installation incarnation (or app) is gone is no token at all.
+pub(crate) fn authenticate(conn: &Connection, token_id: &str) -> Result<Option<AuthRecord>> {
+    let row = conn
+        .prepare_cached(
+            "SELECT t.token_id, t.mac, t.kind, t.installation_id, t.ns, t.scopes, t.expires_at, \
+                    t.created_at, \
+                    i.installation_id, i.app_id, i.account_id, i.ns, i.created_at, \
+                    a.scopes, a.ns \
+             FROM tokens t \
+             LEFT JOIN installations i ON i.installation_id = t.installation_id AND i.ns = t.ns \
+             LEFT JOIN apps a ON a.app_id = i.app_id \
+             WHERE t.token_id = ?1",
+        )
+        .db()?
+        .query_row([token_id], |r| {
+            let token = token_row(r)?;
+            let installation = match r.get::<_, Option<String>>(8)? {
+                Some(installation_id) => Some(InstallationRow {
+                    installation_id,
+                    app_id: r.get(9)?,
+                    account_id: r.get(10)?,
+                    ns: r.get(11)?,
+                    created_at: r.get(12)?,
+                }),
+                None => None,
+            };
+            let app_scopes: Option<String> = r.get(13)?;
+            let app_ns: Option<Ns> = r.get(14)?;
+            Ok((token, installation, app_scopes, app_ns))
+        })
+        .optional()
+        .db()?;
+    let Some((token, installation, app_scopes, app_ns)) = row else {
+        return Ok(None);
+    };
+    let token = token?;
+    if token.kind == TokenKind::Installation && (installation.is_none() || app_ns.is_none()) {
+        return Ok(None);
+    }
+    let app_scopes = match app_scopes {
+        Some(s) => decode_scopes(&s)?,
+        None => Vec::new(),
+    };
+    Ok(Some(AuthRecord {
+        token,
+        installation,
+        app_scopes,
+        app_ns,
+    }))
+}
+
+pub(crate) fn has_admin_token(conn: &Connection) -> Result<bool> {
+    conn.prepare_cached("SELECT EXISTS (SELECT 1 FROM tokens WHERE kind = 'admin')")
+        .db()?
+        .query_row([], |r| r.get(0))
+        .db()
+}
+
+pub(crate) fn token_exists(conn: &Connection, token_id: &str) -> Result<bool> {
+    conn.prepare_cached("SELECT EXISTS (SELECT 1 FROM tokens WHERE token_id = ?1)")
+        .db()?
+        .query_row([token_id], |r| r.get(0))
+        .db()
+}
+
+const APP_COLUMNS: &str = "SELECT app_id, scopes, ns, created_at, updated_at FROM apps";
+
+pub(crate) fn get_app(conn: &Connection, app_id: &str) -> Result<Option<AppRow>> {
+    let row = conn
+        .prepare_cached(&format!("{APP_COLUMNS} WHERE app_id = ?1"))
+        .db()?
+        .query_row([app_id], app_row)
+        .optional()
+        .db()?;
+    row.transpose()
+}
+
+pub(crate) fn list_apps(conn: &Connection) -> Result<Vec<AppRow>> {
+    let mut stmt = conn
+        .prepare_cached(&format!("{APP_COLUMNS} ORDER BY app_id"))
+        .db()?;
+    let rows = stmt.query_map([], app_row).db()?;
+    rows.collect::<rusqlite::Result<Vec<_>>>()
+        .db()?
+        .into_iter()
+        .collect()
+}
+
+const ACCOUNT_COLUMNS: &str = "SELECT account_id, ns, created_at, updated_at FROM accounts";
+
+pub(crate) fn get_account(conn: &Connection, account_id: &str) -> Result<Option<AccountRow>> {
+    conn.prepare_cached(&format!("{ACCOUNT_COLUMNS} WHERE account_id = ?1"))
+        .db()?
+        .query_row([account_id], account_row)
+        .optional()
+        .db()
+}
+
+pub(crate) fn list_accounts(conn: &Connection) -> Result<Vec<AccountRow>> {
+    let mut stmt = conn
+        .prepare_cached(&format!("{ACCOUNT_COLUMNS} ORDER BY account_id"))
+        .db()?;
+    let rows = stmt.query_map([], account_row).db()?;
+    rows.collect::<rusqlite::Result<Vec<_>>>().db()
+}
+
+const INSTALLATION_COLUMNS: &str =
+    "SELECT installation_id, app_id, account_id, ns, created_at FROM installations";
+
+pub(crate) fn get_installation(
+    conn: &Connection,
+    installation_id: &str,
+) -> Result<Option<InstallationRow>> {
+    conn.prepare_cached(&format!(
+        "{INSTALLATION_COLUMNS} WHERE installation_id = ?1"
+    ))
+    .db()?
+    .query_row([installation_id], installation_row)
+    .optional()
+    .db()
+}
+
+/// The installation of an (app, account) pair: there is at most one.
+pub(crate) fn installation_of_pair(
+    conn: &Connection,
+    app_id: &str,
+    account_id: &str,
+) -> Result<Option<InstallationRow>> {
+    conn.prepare_cached(&format!(
+        "{INSTALLATION_COLUMNS} WHERE app_id = ?1 AND account_id = ?2"
+    ))
+    .db()?
+    .query_row([app_id, account_id], installation_row)
+    .optional()
+    .db()
+}
+
+pub(crate) fn list_installations(conn: &Connection) -> Result<Vec<InstallationRow>> {
+    installations_where(conn, "ORDER BY installation_id", None)
+}
+
+pub(crate) fn installations_of_app(
+    conn: &Connection,
+    app_id: &str,
+) -> Result<Vec<InstallationRow>> {
+    installations_where(conn, "WHERE app_id = ?1", Some(app_id))
+}
+
+pub(crate) fn installations_of_account(
+    conn: &Connection,
+    account_id: &str,
+) -> Result<Vec<InstallationRow>> {
+    installations_where(conn, "WHERE account_id = ?1", Some(account_id))
+}
+
+fn installations_where(
+    conn: &Connection,
+    clause: &str,
+    param: Option<&str>,
+) -> Result<Vec<InstallationRow>> {
+    let mut stmt = conn
+        .prepare_cached(&format!("{INSTALLATION_COLUMNS} {clause}"))
+        .db()?;
+    let rows = match param {
+        Some(p) => stmt.query_map([p], installation_row),
+        None => stmt.query_map([], installation_row),
+    }
+    .db()?;
+    rows.collect::<rusqlite::Result<Vec<_>>>().db()
+}
+
+/// Audit events matching the filters, oldest (lowest id) first. Only the filters that are set
+/// appear in the SQL, so each combination gets its own cached plan that can use an index.
+pub(crate) fn audit_query(conn: &Connection, query: &AuditQuery) -> Result<Vec<AuditEvent>> {
+    if query.limit == 0 {
+        return Ok(Vec::new());
+    }
+    let mut sql = String::from(
+        "SELECT id, time, request_id, token_id, app_id, account_id, installation_id, operation, \
+         store, key, status, remote_addr FROM audit WHERE 1 = 1",
+    );
+    let mut args: Vec<Value> = Vec::new();
+    let mut filter = |clause: &str, value: Value| {
+        args.push(value);
+        sql.push_str(&format!(" AND {clause} ?{}", args.len()));
+    };
+    if let Some(id) = &query.installation_id {
+        filter("installation_id =", Value::Text(id.clone()));
+    }
+    if let Some(id) = &query.account_id {
+        filter("account_id =", Value::Text(id.clone()));
+    }
+    if let Some(since) = query.since {
+        filter("time >=", Value::Integer(since));
+    }
+    if let Some(until) = query.until {
+        filter("time <", Value::Integer(until));
+    }
+    if let Some(after) = query.after {
+        filter("id >", Value::Integer(after));
+    }
+    args.push(Value::Integer(
+        i64::try_from(query.limit).unwrap_or(i64::MAX),
+    ));
+    sql.push_str(&format!(" ORDER BY id LIMIT ?{}", args.len()));
+    let mut stmt = conn.prepare_cached(&sql).db()?;
+    let rows = stmt
+        .query_map(params_from_iter(args), |r| {
+            Ok(AuditEvent {
+                id: r.get(0)?,
+                time: r.get(1)?,
+                request_id: r.get(2)?,
+                token_id: r.get(3)?,
+                app_id: r.get(4)?,
+                account_id: r.get(5)?,
+                installation_id: r.get(6)?,
+                operation: r.get(7)?,
+                store: r.get(8)?,
+                key: r.get(9)?,
+                status: r.get(10)?,
+                remote_addr: r.get(11)?,
+            })
+        })
+        .db()?;
+    rows.collect::<rusqlite::Result<Vec<_>>>().db()
+}
+
+/// Scopes are stored as a JSON array of strings, exactly as registered.
+pub(crate) fn encode_scopes(scopes: &[String]) -> Result<String> {
+    serde_json::to_string(scopes).map_err(|e| CoreError::internal(format!("encode scopes: {e}")))
+}
+
+pub(crate) fn decode_scopes(text: &str) -> Result<Vec<String>> {
+    serde_json::from_str(text)
+        .map_err(|e| CoreError::internal(format!("stored scopes are not a JSON array: {e}")))
+}
+
+pub(crate) fn token_kind_str(kind: TokenKind) -> &'static str {
+    match kind {
+        TokenKind::Admin => "admin",
+        TokenKind::Installation => "installation",
+    }
+}
+
+/// Versions are stored as SQLite integers (i64) and are always positive.
+fn get_version(r: &Row<'_>, idx: usize) -> rusqlite::Result<u64> {
+    let v: i64 = r.get(idx)?;
+    u64::try_from(v).map_err(|_| rusqlite::Error::IntegralValueOutOfRange(idx, v))
+}
+
+/// A token row; the inner `Result` carries a decoding failure of stored JSON or kind.
+fn token_row(r: &Row<'_>) -> rusqlite::Result<Result<TokenRow>> {
+    let kind: String = r.get(2)?;
+    let scopes: Option<String> = r.get(5)?;
+    let token_id: String = r.get(0)?;
+    let mac: Vec<u8> = r.get(1)?;
+    let installation_id: Option<String> = r.get(3)?;
+    let ns: Option<Ns> = r.get(4)?;
+    let expires_at: Option<Millis> = r.get(6)?;
+    let created_at: Millis = r.get(7)?;
+    Ok((|| {
+        let kind = match kind.as_str() {
+            "admin" => TokenKind::Admin,
+            "installation" => TokenKind::Installation,
+            other => {
+                return Err(CoreError::internal(format!(
+                    "unknown stored token kind `{other}`"
+                )));
+            }
+        };
+        let scopes = scopes.as_deref().map(decode_scopes).transpose()?;
+        Ok(TokenRow {
+            token_id,
+            mac,
+            kind,
+            installation_id,
+            ns,
+            scopes,
+            expires_at,
+            created_at,
+        })
+    })())
+}
+
+fn app_row(r: &Row<'_>) -> rusqlite::Result<Result<AppRow>> {
+    let app_id: String = r.get(0)?;
+    let scopes: String = r.get(1)?;
+    let ns: Ns = r.get(2)?;
+    let created_at: Millis = r.get(3)?;
+    let updated_at: Millis = r.get(4)?;
+    Ok(decode_scopes(&scopes).map(|scopes| AppRow {
+        app_id,
+        scopes,
+        ns,
+        created_at,
+        updated_at,
+    }))
+}
+
+fn account_row(r: &Row<'_>) -> rusqlite::Result<AccountRow> {
+    Ok(AccountRow {
+        account_id: r.get(0)?,
+        ns: r.get(1)?,
+        created_at: r.get(2)?,
+        updated_at: r.get(3)?,
+    })
+}
+
+fn installation_row(r: &Row<'_>) -> rusqlite::Result<InstallationRow> {
+    Ok(InstallationRow {
+        installation_id: r.get(0)?,
+        app_id: r.get(1)?,
+        account_id: r.get(2)?,
+        ns: r.get(3)?,
+        created_at: r.get(4)?,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::prefix_successor;
+
+    #[test]
+    fn prefix_successors() {
+        let check = |prefix: &[u8], want: Option<&[u8]>| {
+            assert_eq!(prefix_successor(prefix).as_deref(), want, "{prefix:?}");
+        };
+        check(b"", None);
+        check(b"a", Some(b"b"));
+        check(b"ab", Some(b"ac"));
+        check(&[0x61, 0xFF], Some(b"b"));
+        check(&[0xFF, 0xFF], None);
+        check(&[0xC3, 0xBF], Some(&[0xC3, 0xC0]));
+    }
+}

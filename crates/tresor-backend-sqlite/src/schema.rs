@@ -1,0 +1,264 @@
+//! The database schema as append-only, numbered migrations (tracked in `PRAGMA user_version`),
+//! and how the write and read connections are opened and configured.
+//!
+//! A migration, once released, is never edited: a change is a new entry at the end of
+//! [`MIGRATIONS`]. A database whose version is newer than this list is refused, so an older
+//! release never writes into a schema it does not understand.
+
+use std::path::Path;
+use std::time::Duration;
+
+use rusqlite::{Connection, OpenFlags};
+use tresor_core::CoreError;
+
+use crate::error::SqlResultExt;
+
+/// The schema version this release writes.
+pub(crate) const SCHEMA_VERSION: i64 = MIGRATIONS.len() as i64;
+
+/// The name of the global record-version counter in `counters`.
+pub(crate) const VERSION_COUNTER: &str = "record_version";
+
+/// How long a connection waits for a lock before it answers "busy". Only checkpoints and a
+/// second process opening the same file can hold one, so this is rarely reached.
+const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Opens (creating if needed) the database for the single writer: WAL, `synchronous=FULL`,
+/// `secure_delete=ON`, and migrates it to [`SCHEMA_VERSION`].
+pub(crate) fn open_writer(path: &Path) -> Result<Connection, CoreError> {
+    let fresh = !path.exists();
+    let mut conn = Connection::open(path).db()?;
+    if fresh {
+        restrict_permissions(path)?;
+    }
+    conn.busy_timeout(BUSY_TIMEOUT).db()?;
+    // Refuse a newer schema before changing anything in the file.
+    check_version(&conn)?;
+    let mode: String = conn
+        .query_row("PRAGMA journal_mode=WAL", [], |r| r.get(0))
+        .db()?;
+    if !mode.eq_ignore_ascii_case("wal") {
+        return Err(CoreError::Unavailable(format!(
+            "the database could not be switched to WAL mode (it stays in `{mode}`)"
+        )));
+    }
+    // FULL: in WAL mode every commit fsyncs the WAL, so an acknowledged write survives power
+    // loss (NORMAL would only protect against a crash of the process).
+    conn.pragma_update(None, "synchronous", "FULL").db()?;
+    // Deleted records and destroyed keys are overwritten with zeros, not left in free pages.
+    conn.pragma_update(None, "secure_delete", "ON").db()?;
+    // After a checkpoint, shrink the WAL file back instead of keeping its high-water mark.
+    conn.pragma_update(None, "journal_size_limit", 64 * 1024 * 1024)
+        .db()?;
+    conn.set_prepared_statement_cache_capacity(64);
+    migrate(&mut conn)?;
+    Ok(conn)
+}
+
+/// The database holds wrapped keys and token MACs: only the server's user may read it. SQLite
+/// creates the `-wal` and `-shm` files with the database file's permissions.
+#[cfg(unix)]
+fn restrict_permissions(path: &Path) -> Result<(), CoreError> {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600)).map_err(|e| {
+        CoreError::Unavailable(format!(
+            "cannot restrict the database file's permissions: {e}"
+        ))
+    })
+}
+
+#[cfg(not(unix))]
+fn restrict_permissions(_path: &Path) -> Result<(), CoreError> {
+    Ok(())
+}
+
+/// Opens a read-only connection for the read pool. The writer has created the file and put it
+/// in WAL mode already; WAL is a property of the file, so readers inherit it.
+pub(crate) fn open_reader(path: &Path) -> Result<Connection, CoreError> {
+    let flags = OpenFlags::SQLITE_OPEN_READ_ONLY
+        | OpenFlags::SQLITE_OPEN_NO_MUTEX
+        | OpenFlags::SQLITE_OPEN_URI;
+    let conn = Connection::open_with_flags(path, flags).db()?;
+    conn.busy_timeout(BUSY_TIMEOUT).db()?;
+    conn.set_prepared_statement_cache_capacity(64);
+    Ok(conn)
+}
+
+fn stored_version(conn: &Connection) -> Result<i64, CoreError> {
+    conn.query_row("PRAGMA user_version", [], |r| r.get(0)).db()
+}
+
+fn check_version(conn: &Connection) -> Result<i64, CoreError> {
+    let version = stored_version(conn)?;
+    if version > SCHEMA_VERSION {
+        return Err(CoreError::Unavailable(format!(
+            "the database schema is version {version}, newer than the {SCHEMA_VERSION} this \
+             release knows; run the newer tresor release that wrote it"
+        )));
+    }
+    Ok(version)
+}
+
+/// Applies the missing migrations in one transaction, so a crash leaves either the old or the
+/// new schema, never half of one.
+fn migrate(conn: &mut Connection) -> Result<(), CoreError> {
+    let tx = conn
+        .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)
+        .db()?;
+    // Checked again inside the write lock: another process may have migrated meanwhile.
+    let current = check_version(&tx)?;
+    for (index, sql) in MIGRATIONS.iter().enumerate() {
+        let number = index as i64 + 1;
+        if number <= current {
+            continue;
+        }
+        tx.execute_batch(sql).db()?;
+        tracing::info!(migration = number, "applied sqlite schema migration");
+    }
+    tx.pragma_update(None, "user_version", SCHEMA_VERSION)
+        .db()?;
+    tx.commit().db()
+}
+
+/// The migrations, in order; entry `i` brings the schema to version `i + 1`.
+const MIGRATIONS: &[&str] = &[MIGRATION_1];
+
+/// The first schema. Keys are BLOBs so that they compare as bytes (memcmp), which is the
+/// contract's key order. Namespace ids are random, so a reinstall never meets old rows.
+const MIGRATION_1: &str = "
+CREATE TABLE meta (
+    name  TEXT PRIMARY KEY,
+    value BLOB NOT NULL
+);
+
+-- Counters the backend keeps for itself (the global record version), out of `meta`, which
+-- belongs to the service.
+CREATE TABLE counters (
+    name  TEXT PRIMARY KEY,
+    value INTEGER NOT NULL
+);
+INSERT INTO counters (name, value) VALUES ('record_version', 0);
+
+CREATE TABLE namespaces (
+    ns          INTEGER PRIMARY KEY,
+    kind        TEXT NOT NULL,
+    owner_id    TEXT NOT NULL,
+    wrapped_key BLOB NOT NULL,
+    created_at  INTEGER NOT NULL
+);
+
+CREATE TABLE apps (
+    app_id     TEXT PRIMARY KEY,
+    scopes     TEXT NOT NULL,
+    ns         INTEGER NOT NULL,
+    created_at INTEGER NOT NULL,
+    updated_at INTEGER NOT NULL
+);
+
+CREATE TABLE accounts (
+    account_id TEXT PRIMARY KEY,
+    ns         INTEGER NOT NULL,
+    created_at INTEGER NOT NULL,
+    updated_at INTEGER NOT NULL
+);
+
+CREATE TABLE installations (
+    installation_id TEXT PRIMARY KEY,
+    app_id          TEXT NOT NULL,
+    account_id      TEXT NOT NULL,
+    ns              INTEGER NOT NULL UNIQUE,
+    created_at      INTEGER NOT NULL,
+    UNIQUE (app_id, account_id)
+);
+CREATE INDEX installations_by_account ON installations (account_id);
+
+CREATE TABLE tokens (
+    token_id        TEXT PRIMARY KEY,
+    mac             BLOB NOT NULL,
+    kind            TEXT NOT NULL,
+    installation_id TEXT,
+    ns              INTEGER,
+    scopes          TEXT,
+    expires_at      INTEGER,
+    created_at      INTEGER NOT NULL
+);
+CREATE INDEX tokens_by_installation ON tokens (installation_id);
+CREATE INDEX tokens_by_kind ON tokens (kind);
+
+CREATE TABLE records (
+    ns          INTEGER NOT NULL,
+    store       INTEGER NOT NULL,
+    key         BLOB NOT NULL,
+    version     INTEGER NOT NULL,
+    created_at  INTEGER NOT NULL,
+    updated_at  INTEGER NOT NULL,
+    expires_at  INTEGER,
+    value       BLOB NOT NULL,
+    description BLOB,
+    PRIMARY KEY (ns, store, key)
+) WITHOUT ROWID;
+CREATE INDEX records_by_expiry ON records (expires_at) WHERE expires_at IS NOT NULL;
+
+CREATE TABLE audit (
+    id              INTEGER PRIMARY KEY AUTOINCREMENT,
+    time            INTEGER NOT NULL,
+    request_id      TEXT NOT NULL,
+    token_id        TEXT,
+    app_id          TEXT,
+    account_id      TEXT,
+    installation_id TEXT,
+    operation       TEXT NOT NULL,
+    store           TEXT,
+    key             TEXT,
+    status          INTEGER NOT NULL,
+    remote_addr     TEXT
+);
+CREATE INDEX audit_by_time ON audit (time);
+CREATE INDEX audit_by_installation ON audit (installation_id, id);
+CREATE INDEX audit_by_account ON audit (account_id, id);
+";
+
+/// Sets `user_version` past what this release knows, to test the refusal.
+#[cfg(test)]
+pub(crate) fn force_version(path: &Path, version: i64) -> Result<(), CoreError> {
+    let conn = Connection::open(path).db()?;
+    conn.pragma_update(None, "user_version", version).db()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_fresh_database_is_migrated_to_the_current_version() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("t.db");
+        let conn = open_writer(&path).unwrap();
+        assert_eq!(stored_version(&conn).unwrap(), SCHEMA_VERSION);
+        drop(conn);
+        // Opening again applies nothing and keeps the version.
+        let conn = open_writer(&path).unwrap();
+        assert_eq!(stored_version(&conn).unwrap(), SCHEMA_VERSION);
+        let mode: String = conn
+            .query_row("PRAGMA journal_mode", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!(mode, "wal");
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            let mode = std::fs::metadata(&path).unwrap().permissions().mode();
+            assert_eq!(mode & 0o777, 0o600);
+        }
+    }
+
+    #[test]
+    fn a_newer_schema_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("t.db");
+        drop(open_writer(&path).unwrap());
+        force_version(&path, SCHEMA_VERSION + 1).unwrap();
+        let err = open_writer(&path).err().unwrap();
+        assert_eq!(err.code(), tresor_core::ErrorCode::Unavailable);
+        assert!(err.to_string().contains("newer"), "{err}");
+    }
+}

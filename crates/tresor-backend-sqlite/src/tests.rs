@@ -1,0 +1,438 @@
+//! Tests of what is particular to the SQLite backend: group commit, reopening, the schema
+//! version check, shutdown, the audit queue's bound and a full disk. What every backend must do
+//! is in the conformance suite (`tests/conformance.rs`).
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use tresor_core::ErrorCode;
+use tresor_core::backend::{DescriptionChange, Expiry, Mutation, Precondition};
+
+use super::*;
+
+fn open(dir: &Path) -> SqliteBackend {
+    SqliteBackend::open(dir, SqliteOptions::default()).expect("open")
+}
+
+fn put(ns: Ns, key: &str, expect: Precondition, value: Vec<u8>) -> Commit {
+    Commit {
+        guards: Vec::new(),
+        mutations: vec![Mutation::Put {
+            ns,
+            store: StoreKind::Kv,
+            key: key.as_bytes().to_vec(),
+            expect,
+            value,
+            description: DescriptionChange::Keep,
+            expiry: Expiry::Clear,
+        }],
+        audit: vec![event("put")],
+    }
+}
+
+fn event(operation: &str) -> AuditEvent {
+    AuditEvent {
+        id: 0,
+        time: now_millis(),
+        request_id: "req".into(),
+        token_id: None,
+        app_id: None,
+        account_id: None,
+        installation_id: None,
+        operation: operation.into(),
+        store: None,
+        key: None,
+        status: 200,
+        remote_addr: None,
+    }
+}
+
+fn version(applied: &[Applied]) -> u64 {
+    match applied.first() {
+        Some(Applied::Put { version, .. }) => *version,
+        other => panic!("expected a put, got {other:?}"),
+    }
+}
+
+fn all_audit() -> AuditQuery {
+    AuditQuery {
+        limit: 10_000,
+        ..AuditQuery::default()
+    }
+}
+
+/// Waits (up to 2 s) until the writer has committed every queued audit event.
+async fn audit_drained(b: &SqliteBackend) {
+    for _ in 0..200 {
+        if b.audit_queue_len() == 0 {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    panic!("{} audit events still queued", b.audit_queue_len());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_commits_are_grouped_into_batches() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let b = Arc::new(open(dir.path()));
+    let start = Arc::new(tokio::sync::Barrier::new(200));
+    let tasks: Vec<_> = (0..200)
+        .map(|i| {
+            let (b, start) = (b.clone(), start.clone());
+            tokio::spawn(async move {
+                start.wait().await;
+                b.commit(put(
+                    1,
+                    &format!("key-{i:03}"),
+                    Precondition::Absent,
+                    vec![1],
+                ))
+                .await
+            })
+        })
+        .collect();
+    let mut versions = Vec::new();
+    for task in tasks {
+        let applied = task.await.expect("task").expect("every commit applies");
+        versions.push(version(&applied));
+    }
+    versions.sort_unstable();
+    versions.dedup();
+    assert_eq!(versions.len(), 200, "every commit got its own version");
+    let listed = b
+        .list_records(
+            1,
+            StoreKind::Kv,
+            &ListQuery {
+                prefix: b"key-".to_vec(),
+                after: None,
+                limit: 1000,
+            },
+        )
+        .await
+        .expect("list");
+    assert_eq!(listed.len(), 200);
+    let stats = b.batch_sizes();
+    assert!(
+        stats.grouped_batches() >= 1,
+        "some batch held several commits: {stats:?}"
+    );
+    assert!(
+        stats.commits_total < 200,
+        "fewer transactions than commits: {stats:?}"
+    );
+    assert_eq!(stats.batch_size_sum, stats.requests_committed_total);
+    assert!(stats.requests_committed_total >= 200);
+    assert_eq!(b.audit_query(&all_audit()).await.expect("audit").len(), 200);
+}
+
+#[tokio::test]
+async fn a_failing_request_does_not_affect_the_rest_of_its_batch() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let b = Arc::new(open(dir.path()));
+    let v = version(
+        &b.commit(put(1, "existing", Precondition::Any, vec![0]))
+            .await
+            .expect("put"),
+    );
+    let guarded_by_missing_ns = Commit {
+        guards: vec![424_242],
+        ..put(1, "guarded", Precondition::Any, vec![9])
+    };
+    let commits = vec![
+        put(1, "a", Precondition::Any, vec![1]),
+        put(1, "existing", Precondition::Version(v + 1), vec![2]),
+        put(1, "b", Precondition::Absent, vec![3]),
+        guarded_by_missing_ns,
+        put(1, "existing", Precondition::Version(v), vec![4]),
+    ];
+    // Hold the writer so that all five requests queue up and land in one batch.
+    let release = b.writer.hold();
+    let before = b.batch_sizes();
+    let tasks: Vec<_> = commits
+        .into_iter()
+        .map(|c| {
+            let b = b.clone();
+            tokio::spawn(async move { b.commit(c).await })
+        })
+        .collect();
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    drop(release);
+    let mut results = Vec::new();
+    for task in tasks {
+        results.push(task.await.expect("task"));
+    }
+    let after = b.batch_sizes();
+    assert_eq!(
+        after.commits_total,
+        before.commits_total + 1,
+        "one transaction"
+    );
+    assert_eq!(after.last_batch_size, 5);
+    assert!(results[0].is_ok());
+    assert!(
+        matches!(results[1], Err(CoreError::WriteConflict)),
+        "{:?}",
+        results[1]
+    );
+    assert!(results[2].is_ok());
+    assert!(
+        matches!(results[3], Err(CoreError::Unauthenticated)),
+        "{:?}",
+        results[3]
+    );
+    assert!(
+        results[4].is_ok(),
+        "a later request sees the state without the failed one"
+    );
+    let read = |key: &'static str| {
+        let b = b.clone();
+        async move {
+            b.read_record(1, StoreKind::Kv, key.as_bytes())
+                .await
+                .expect("read")
+                .map(|r| r.value)
+        }
+    };
+    assert_eq!(read("a").await, Some(vec![1]));
+    assert_eq!(read("b").await, Some(vec![3]));
+    assert_eq!(read("existing").await, Some(vec![4]));
+    assert_eq!(read("guarded").await, None);
+    // Only the committed requests' audit events are stored: the first put and three of five.
+    assert_eq!(b.audit_query(&all_audit()).await.expect("audit").len(), 4);
+}
+
+#[tokio::test]
+async fn reopening_keeps_data_and_never_reuses_a_version() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut highest = 0;
+    {
+        let b = open(dir.path());
+        for key in ["a", "b", "c"] {
+            let applied = b
+                .commit(put(1, key, Precondition::Any, vec![1]))
+                .await
+                .expect("put");
+            highest = highest.max(version(&applied));
+        }
+        let delete = Commit {
+            guards: Vec::new(),
+            mutations: vec![Mutation::Delete {
+                ns: 1,
+                store: StoreKind::Kv,
+                key: b"c".to_vec(),
+                expect: Precondition::Any,
+            }],
+            audit: Vec::new(),
+        };
+        b.commit(delete).await.expect("delete");
+        b.meta_get_or_insert("m", b"v").await.expect("meta");
+        // Dropped without an explicit shutdown.
+    }
+    let b = open(dir.path());
+    let a = b.read_record(1, StoreKind::Kv, b"a").await.expect("read");
+    assert!(a.is_some_and(|r| r.value == [1]));
+    assert!(
+        b.read_record(1, StoreKind::Kv, b"c")
+            .await
+            .expect("read")
+            .is_none()
+    );
+    assert_eq!(b.meta_get("m").await.expect("meta"), Some(b"v".to_vec()));
+    let again = b
+        .commit(put(1, "c", Precondition::Absent, vec![2]))
+        .await
+        .expect("put");
+    assert!(
+        version(&again) > highest,
+        "the version counter survives a restart"
+    );
+    b.shutdown().await;
+    let b = open(dir.path());
+    let later = b
+        .commit(put(1, "c", Precondition::Any, vec![3]))
+        .await
+        .expect("put");
+    assert!(version(&later) > version(&again));
+}
+
+#[tokio::test]
+async fn a_newer_schema_is_refused() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    drop(open(dir.path()));
+    schema::force_version(&dir.path().join(DATABASE_FILE), schema::SCHEMA_VERSION + 1)
+        .expect("set user_version");
+    let err = SqliteBackend::open(dir.path(), SqliteOptions::default())
+        .err()
+        .expect("a newer schema is refused");
+    assert_eq!(err.code(), ErrorCode::Unavailable);
+    assert!(err.to_string().contains("newer"), "{err}");
+}
+
+#[tokio::test]
+async fn shutdown_commits_everything_queued_then_refuses() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let b = Arc::new(open(dir.path()));
+    let release = b.writer.hold();
+    let write = {
+        let b = b.clone();
+        tokio::spawn(async move { b.commit(put(1, "k", Precondition::Any, vec![1])).await })
+    };
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    b.audit_enqueue(vec![event("read"), event("read")])
+        .expect("enqueue");
+    drop(release);
+    b.shutdown().await;
+    assert!(
+        write.await.expect("task").is_ok(),
+        "a queued write is committed and answered"
+    );
+    let refused = b.commit(put(1, "late", Precondition::Any, vec![1])).await;
+    assert!(
+        matches!(refused, Err(CoreError::Unavailable(_))),
+        "{refused:?}"
+    );
+    assert!(matches!(
+        b.audit_enqueue(vec![event("read")]),
+        Err(CoreError::Unavailable(_))
+    ));
+    assert!(b.ready().await.is_err());
+    b.shutdown().await;
+    drop(b);
+    let b = open(dir.path());
+    assert!(
+        b.read_record(1, StoreKind::Kv, b"k")
+            .await
+            .expect("read")
+            .is_some()
+    );
+    let ops: Vec<String> = b
+        .audit_query(&all_audit())
+        .await
+        .expect("audit")
+        .into_iter()
+        .map(|e| e.operation)
+        .collect();
+    assert_eq!(ops.iter().filter(|o| *o == "read").count(), 2, "{ops:?}");
+}
+
+#[tokio::test]
+async fn the_audit_queue_is_bounded() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let options = SqliteOptions {
+        audit_queue_bound: 3,
+        ..SqliteOptions::default()
+    };
+    let b = SqliteBackend::open(dir.path(), options).expect("open");
+    let release = b.writer.hold();
+    b.audit_enqueue(vec![event("read"), event("read")])
+        .expect("room for two");
+    let full = b.audit_enqueue(vec![event("read"), event("read")]);
+    assert!(
+        matches!(&full, Err(CoreError::Unavailable(m)) if m == "audit queue full"),
+        "{full:?}"
+    );
+    b.audit_enqueue(vec![event("read")])
+        .expect("room for one more");
+    assert!(b.audit_enqueue(vec![event("read")]).is_err());
+    assert_eq!(b.audit_queue_len(), 3);
+    drop(release);
+    audit_drained(&b).await;
+    b.audit_enqueue(vec![event("read"); 3]).expect("room again");
+    audit_drained(&b).await;
+    assert_eq!(b.audit_query(&all_audit()).await.expect("audit").len(), 6);
+}
+
+#[tokio::test]
+async fn a_full_disk_fails_writes_keeps_reads_and_retries_audit() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let b = open(dir.path());
+    b.commit(put(1, "before", Precondition::Any, vec![1]))
+        .await
+        .expect("put");
+    // The file may not grow past its current size: SQLite answers SQLITE_FULL.
+    b.writer
+        .exec("PRAGMA max_page_count = 1")
+        .await
+        .expect("cap");
+    let big = vec![7; 1 << 20];
+    let full = b
+        .commit(put(1, "big", Precondition::Any, big.clone()))
+        .await;
+    assert!(
+        matches!(full, Err(CoreError::InsufficientStorage)),
+        "{full:?}"
+    );
+    assert_eq!(
+        full.err().map(|e| e.code()),
+        Some(ErrorCode::InsufficientStorage)
+    );
+    let before = b
+        .read_record(1, StoreKind::Kv, b"before")
+        .await
+        .expect("reads go on");
+    assert!(before.is_some());
+    assert!(
+        b.read_record(1, StoreKind::Kv, b"big")
+            .await
+            .expect("read")
+            .is_none()
+    );
+    // An audit event too large for the free space stays queued instead of being dropped.
+    let mut large = event("read");
+    large.request_id = "r".repeat(1 << 20);
+    b.audit_enqueue(vec![large]).expect("enqueue");
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(b.audit_queue_len(), 1, "kept for a retry");
+    b.writer
+        .exec("PRAGMA max_page_count = 1073741823")
+        .await
+        .expect("uncap");
+    audit_drained(&b).await;
+    b.commit(put(1, "big", Precondition::Any, big))
+        .await
+        .expect("room again");
+    let events = b.audit_query(&all_audit()).await.expect("audit");
+    assert!(events.iter().any(|e| e.request_id.len() == 1 << 20));
+}
+
+#[tokio::test]
+async fn many_reads_run_alongside_writes() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let b = Arc::new(
+        SqliteBackend::open(
+            dir.path(),
+            SqliteOptions {
+                read_connections: 2,
+                ..SqliteOptions::default()
+            },
+        )
+        .expect("open"),
+    );
+    b.commit(put(1, "k", Precondition::Any, vec![1]))
+        .await
+        .expect("put");
+    let readers: Vec<_> = (0..50)
+        .map(|_| {
+            let b = b.clone();
+            tokio::spawn(async move { b.read_record(1, StoreKind::Kv, b"k").await })
+        })
+        .collect();
+    let writers: Vec<_> = (0..20)
+        .map(|i| {
+            let b = b.clone();
+            tokio::spawn(async move {
+                b.commit(put(1, &format!("w{i}"), Precondition::Any, vec![2]))
+                    .await
+            })
+        })
+        .collect();
+    for r in readers {
+        assert!(r.await.expect("task").expect("read").is_some());
+    }
+    for w in writers {
+        w.await.expect("task").expect("write");
+    }
+    b.ready().await.expect("ready");
+}

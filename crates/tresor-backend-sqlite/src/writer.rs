@@ -1,0 +1,409 @@
+//! The group-commit writer: one thread owns the only write connection and commits many
+//! concurrent requests in one transaction, so one fsync pays for the whole batch.
+//!
+//! The thread blocks for a first message, drains whatever else is queued (up to
+//! [`MAX_BATCH`]), opens `BEGIN IMMEDIATE`, runs every request inside its own `SAVEPOINT` (a
+//! request that fails is rolled back alone and answered with its own error), writes the queued
+//! audit events, and `COMMIT`s once. Only after `COMMIT` returned does it answer anyone: a
+//! request is acknowledged only when it is durable. If `COMMIT` fails, every request of the
+//! batch gets the error.
+
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::mpsc::{self, Receiver, RecvTimeoutError, Sender};
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+use rusqlite::Connection;
+use tokio::sync::oneshot;
+use tresor_core::CoreError;
+use tresor_core::audit::AuditEvent;
+
+use crate::apply::{self, Op, Outcome, VersionCounter};
+use crate::error::{SqlResultExt, from_sqlite, poisoned};
+use crate::stats::GroupCommitStats;
+
+type Result<T> = std::result::Result<T, CoreError>;
+
+/// The most messages one transaction takes; more wait for the next one. The last histogram
+/// bucket matches it.
+pub(crate) const MAX_BATCH: usize = 512;
+
+/// How soon queued audit events that failed to commit (e.g. on a full disk) are tried again
+/// when no other request comes along.
+const AUDIT_RETRY: Duration = Duration::from_millis(200);
+
+/// The handle the backend keeps: sends requests and audit events to the writer thread.
+pub(crate) struct GroupCommitWriter {
+    sender: Sender<Msg>,
+    thread: Mutex<Option<JoinHandle<()>>>,
+    closing: AtomicBool,
+    /// Audit events enqueued and not yet committed: the queue's bound is on this number, so a
+    /// disk that stays full fills the queue and reads fail closed.
+    audit_pending: Arc<AtomicUsize>,
+    audit_bound: usize,
+    stats: Arc<GroupCommitStats>,
+}
+
+impl GroupCommitWriter {
+    /// Starts the writer thread over an open, migrated connection.
+    pub(crate) fn start(conn: Connection, audit_bound: usize) -> Result<GroupCommitWriter> {
+        let versions = VersionCounter::load(&conn)?;
+        let (sender, receiver) = mpsc::channel();
+        let audit_pending = Arc::new(AtomicUsize::new(0));
+        let stats = Arc::new(GroupCommitStats::default());
+        let worker = Worker {
+            conn,
+            receiver,
+            versions,
+            audit: Vec::new(),
+            audit_pending: audit_pending.clone(),
+            stats: stats.clone(),
+            stopping: false,
+        };
+        let thread = std::thread::Builder::new()
+            .name("tresor-sqlite-writer".into())
+            .spawn(move || worker.run())
+            .map_err(|e| CoreError::Unavailable(format!("cannot start the writer thread: {e}")))?;
+        Ok(GroupCommitWriter {
+            sender,
+            thread: Mutex::new(Some(thread)),
+            closing: AtomicBool::new(false),
+            audit_pending,
+            audit_bound,
+            stats,
+        })
+    }
+
+    /// Runs one op in the next batch and waits until its batch committed.
+    pub(crate) async fn call(&self, op: Op) -> Result<Outcome> {
+        if self.closing.load(Ordering::Acquire) {
+            return Err(shutting_down());
+        }
+        let (reply, answer) = oneshot::channel();
+        self.sender
+            .send(Msg::Request(Box::new(op), reply))
+            .map_err(|_| writer_stopped())?;
+        // A dropped reply means the thread died before COMMIT: the transaction rolled back.
+        answer.await.map_err(|_| writer_stopped())?
+    }
+
+    /// Queues audit events for the next batch without waiting for it.
+    pub(crate) fn enqueue_audit(&self, events: Vec<AuditEvent>) -> Result<()> {
+        if events.is_empty() {
+            return Ok(());
+        }
+        if self.closing.load(Ordering::Acquire) {
+            return Err(shutting_down());
+        }
+        let n = events.len();
+        let before = self.audit_pending.fetch_add(n, Ordering::AcqRel);
+        if before.saturating_add(n) > self.audit_bound {
+            self.audit_pending.fetch_sub(n, Ordering::AcqRel);
+            return Err(CoreError::Unavailable("audit queue full".into()));
+        }
+        if self.sender.send(Msg::Audit(events)).is_err() {
+            self.audit_pending.fetch_sub(n, Ordering::AcqRel);
+            return Err(writer_stopped());
+        }
+        Ok(())
+    }
+
+    pub(crate) fn stats(&self) -> &Arc<GroupCommitStats> {
+        &self.stats
+    }
+
+    pub(crate) fn audit_queue_len(&self) -> usize {
+        self.audit_pending.load(Ordering::Acquire)
+    }
+
+    /// Is the writer thread still running and taking requests?
+    pub(crate) fn check_alive(&self) -> Result<()> {
+        if self.closing.load(Ordering::Acquire) {
+            return Err(shutting_down());
+        }
+        let thread = self.thread.lock().map_err(|_| poisoned("writer thread"))?;
+        match thread.as_ref() {
+            Some(t) if !t.is_finished() => Ok(()),
+            _ => Err(writer_stopped()),
+        }
+    }
+
+    /// Stops taking requests and hands back the thread to join, once: the thread commits
+    /// everything queued before it exits.
+    pub(crate) fn begin_shutdown(&self) -> Option<JoinHandle<()>> {
+        self.closing.store(true, Ordering::Release);
+        let thread = match self.thread.lock() {
+            Ok(mut t) => t.take(),
+            // The lock only guards the handle; a panic while holding it left the handle as is.
+            Err(poison) => poison.into_inner().take(),
+        };
+        if thread.is_some() {
+            // The thread may already be gone (then there is nothing to stop).
+            let _ = self.sender.send(Msg::Shutdown);
+        }
+        thread
+    }
+}
+
+fn shutting_down() -> CoreError {
+    CoreError::Unavailable("the storage is shutting down".into())
+}
+
+fn writer_stopped() -> CoreError {
+    CoreError::Unavailable("the storage writer has stopped; nothing was written".into())
+}
+
+type Reply = oneshot::Sender<Result<Outcome>>;
+
+enum Msg {
+    Request(Box<Op>, Reply),
+    Audit(Vec<AuditEvent>),
+    Shutdown,
+    /// Tests: the writer stops until the sender of this channel sends or is dropped, so the
+    /// messages queued meanwhile all land in the next batch.
+    #[cfg(test)]
+    Hold(mpsc::Receiver<()>),
+    /// Tests: runs SQL on the write connection between batches (e.g. to cap the file size).
+    #[cfg(test)]
+    Sql(String, oneshot::Sender<Result<()>>),
+}
+
+/// The writer thread's state.
+struct Worker {
+    conn: Connection,
+    receiver: Receiver<Msg>,
+    versions: VersionCounter,
+    /// Audit events from the queue not yet committed, oldest first.
+    audit: Vec<AuditEvent>,
+    audit_pending: Arc<AtomicUsize>,
+    stats: Arc<GroupCommitStats>,
+    stopping: bool,
+}
+
+impl Worker {
+    fn run(mut self) {
+        tracing::debug!("sqlite writer started");
+        loop {
+            let mut requests = Vec::new();
+            let mut messages = 0;
+            if let Some(first) = self.wait_first() {
+                self.accept(first, &mut requests, &mut messages);
+            }
+            // Everything that queued up while the previous batch was being fsynced joins this one.
+            while messages < MAX_BATCH {
+                match self.receiver.try_recv() {
+                    Ok(msg) => self.accept(msg, &mut requests, &mut messages),
+                    Err(_) => break,
+                }
+            }
+            if messages > 0 || !self.audit.is_empty() {
+                self.commit_batch(requests, messages);
+            }
+            if self.stopping && messages == 0 {
+                // Drained: everything sent before the shutdown has been answered.
+                if !self.audit.is_empty() {
+                    tracing::error!(
+                        events = self.audit.len(),
+                        "audit events could not be committed before shutdown"
+                    );
+                }
+                break;
+            }
+        }
+        tracing::debug!("sqlite writer stopped");
+    }
+
+    /// Blocks for the first message of a batch; wakes up periodically while audit events wait
+    /// for a retry. `None` when there is nothing to wait for.
+    fn wait_first(&mut self) -> Option<Msg> {
+        if self.stopping {
+            return None;
+        }
+        let received = if self.audit.is_empty() {
+            self.receiver
+                .recv()
+                .map_err(|_| RecvTimeoutError::Disconnected)
+        } else {
+            self.receiver.recv_timeout(AUDIT_RETRY)
+        };
+        match received {
+            Ok(msg) => Some(msg),
+            Err(RecvTimeoutError::Timeout) => None,
+            Err(RecvTimeoutError::Disconnected) => {
+                // Every handle is gone: finish what is queued and stop.
+                self.stopping = true;
+                None
+            }
+        }
+    }
+
+    fn accept(&mut self, msg: Msg, requests: &mut Vec<(Op, Reply)>, messages: &mut usize) {
+        match msg {
+            Msg::Request(op, reply) => {
+                requests.push((*op, reply));
+                *messages += 1;
+            }
+            Msg::Audit(events) => {
+                self.audit.extend(events);
+                *messages += 1;
+            }
+            Msg::Shutdown => self.stopping = true,
+            #[cfg(test)]
+            Msg::Hold(release) => {
+                let _ = release.recv();
+            }
+            #[cfg(test)]
+            Msg::Sql(sql, reply) => {
+                let _ = reply.send(self.conn.execute_batch(&sql).db());
+            }
+        }
+    }
+
+    fn commit_batch(&mut self, requests: Vec<(Op, Reply)>, messages: usize) {
+        if !self.conn.is_autocommit() {
+            // A transaction left open by a failed COMMIT and a failed ROLLBACK: clear it first.
+            let _ = self.conn.execute_batch("ROLLBACK");
+        }
+        if let Err(e) = self.conn.execute_batch("BEGIN IMMEDIATE") {
+            tracing::warn!(error = %e, "sqlite writer could not begin a transaction");
+            self.stats.record_failure();
+            let cause = from_sqlite(&e);
+            for (_, reply) in requests {
+                let _ = reply.send(Err(copy_error(&cause)));
+            }
+            return;
+        }
+        if let Err(e) = self.versions.sync(&self.conn) {
+            tracing::warn!(error = ?e, "sqlite writer could not read the version counter");
+            let _ = self.conn.execute_batch("ROLLBACK");
+            self.stats.record_failure();
+            for (_, reply) in requests {
+                let _ = reply.send(Err(copy_error(&e)));
+            }
+            return;
+        }
+        let mut answers: Vec<(Reply, Result<Outcome>)> = Vec::with_capacity(requests.len());
+        let mut audit_written = 0;
+        let mut requests = requests.into_iter();
+        while let Some((op, reply)) = requests.next() {
+            let events = op.audit_count();
+            let result = apply::apply_in_savepoint(&self.conn, &mut self.versions, op);
+            if self.conn.is_autocommit() {
+                // SQLite rolled the whole transaction back by itself (it may on a full disk or
+                // an I/O error), or the savepoint could not be undone: nothing of this batch
+                // stands, so nobody in it may be acknowledged.
+                let cause = match &result {
+                    Err(e) => copy_error(e),
+                    Ok(_) => CoreError::internal("the batch transaction ended unexpectedly"),
+                };
+                tracing::warn!(error = ?cause, "sqlite batch transaction was rolled back");
+                self.stats.record_failure();
+                let _ = reply.send(result.and_then(|_| Err(copy_error(&cause))));
+                let earlier = answers.into_iter().map(|(r, _)| r);
+                let later = requests.map(|(_, r)| r);
+                for reply in earlier.chain(later) {
+                    let _ = reply.send(Err(copy_error(&cause)));
+                }
+                return;
+            }
+            if result.is_ok() {
+                audit_written += events;
+            }
+            answers.push((reply, result));
+        }
+        let queued = self.write_queued_audit();
+        let finished = self
+            .versions
+            .save(&self.conn)
+            .and_then(|()| self.conn.execute_batch("COMMIT").db());
+        if let Err(e) = finished {
+            tracing::warn!(error = ?e, requests = answers.len(), "sqlite batch commit failed");
+            if !self.conn.is_autocommit() {
+                let _ = self.conn.execute_batch("ROLLBACK");
+            }
+            self.stats.record_failure();
+            for (reply, result) in answers {
+                let _ = reply.send(result.and_then(|_| Err(copy_error(&e))));
+            }
+            return;
+        }
+        self.versions.mark_persisted();
+        if queued > 0 {
+            self.audit.drain(..queued);
+            self.audit_pending.fetch_sub(queued, Ordering::AcqRel);
+        }
+        if messages > 0 || queued > 0 {
+            // A retry of queued audit events that wrote nothing is not a batch worth counting.
+            self.stats
+                .record_commit(messages.max(1), audit_written + queued);
+        }
+        for (reply, result) in answers {
+            // The caller may have gone away (its request was cancelled); the write stands.
+            let _ = reply.send(result);
+        }
+    }
+
+    /// Writes the queued audit events in their own savepoint; returns how many were written
+    /// (all or none). On failure they stay queued, still counted against the queue's bound, and
+    /// are tried again with the next batch: a disk that stays full fills the queue, and reads
+    /// then fail closed instead of running unaudited.
+    fn write_queued_audit(&mut self) -> usize {
+        if self.audit.is_empty() || self.conn.is_autocommit() {
+            return 0;
+        }
+        let written = (|| -> Result<()> {
+            self.conn.execute_batch("SAVEPOINT audit").db()?;
+            let inserted = self
+                .audit
+                .iter()
+                .try_for_each(|ev| apply::insert_audit(&self.conn, ev));
+            if inserted.is_err() && !self.conn.is_autocommit() {
+                self.conn.execute_batch("ROLLBACK TO audit").db()?;
+            }
+            if !self.conn.is_autocommit() {
+                self.conn.execute_batch("RELEASE audit").db()?;
+            }
+            inserted
+        })();
+        match written {
+            Ok(()) => self.audit.len(),
+            Err(e) => {
+                tracing::warn!(
+                    error = ?e,
+                    events = self.audit.len(),
+                    "queued audit events not written; will retry"
+                );
+                0
+            }
+        }
+    }
+}
+
+/// A copy of a batch failure for each request of the batch (`CoreError` is not `Clone`).
+fn copy_error(e: &CoreError) -> CoreError {
+    match e {
+        CoreError::InsufficientStorage => CoreError::InsufficientStorage,
+        CoreError::Unavailable(m) => CoreError::Unavailable(m.clone()),
+        other => CoreError::Internal(format!("the batch did not commit: {other:?}")),
+    }
+}
+
+#[cfg(test)]
+impl GroupCommitWriter {
+    /// Stops the writer until the returned sender sends or is dropped.
+    pub(crate) fn hold(&self) -> mpsc::Sender<()> {
+        let (release, held) = mpsc::channel();
+        let _ = self.sender.send(Msg::Hold(held));
+        release
+    }
+
+    /// Runs SQL on the write connection, outside any batch.
+    pub(crate) async fn exec(&self, sql: &str) -> Result<()> {
+        let (reply, answer) = oneshot::channel();
+        self.sender
+            .send(Msg::Sql(sql.to_owned(), reply))
+            .map_err(|_| writer_stopped())?;
+        answer.await.map_err(|_| writer_stopped())?
+    }
+}

@@ -1,0 +1,161 @@
+//! The backend conformance suite: what every [`Backend`] must do, as generic async cases that run
+//! unchanged against SQLite, PostgreSQL and any later engine (as Quickwit runs one metastore
+//! suite against its file and Postgres metastores), plus a property test that compares random
+//! operation sequences against an in-memory model.
+//!
+//! A backend's test file invokes [`conformance_tests!`](crate::conformance_tests) with an async
+//! factory returning a fresh [`Fixture`]; the macro expands to one test per case, so a failure
+//! names its case. [`run_all`] runs every case in one test instead.
+//!
+//! Every case takes a fresh, empty backend; a case panics (through `assert!`) when the backend
+//! breaks the contract.
+
+mod admin;
+mod audit;
+mod helpers;
+mod model;
+mod records;
+
+use std::any::Any;
+use std::future::Future;
+
+use proptest::strategy::{Strategy, ValueTree};
+use proptest::test_runner::TestRunner;
+use tresor_core::backend::Backend;
+
+pub use admin::*;
+pub use audit::*;
+pub use model::{ModelExpect, ModelOp, check_against_model, model_property};
+pub use records::*;
+
+/// A backend under test and whatever must live as long as it (its temporary directory, its
+/// throwaway database server). The backend is dropped first.
+pub struct Fixture<B> {
+    pub backend: B,
+    _keep: Option<Box<dyn Any + Send + Sync>>,
+}
+
+impl<B> Fixture<B> {
+    pub fn new(backend: B) -> Fixture<B> {
+        Fixture {
+            backend,
+            _keep: None,
+        }
+    }
+
+    /// Keeps `guard` alive (and drops it after the backend).
+    pub fn with_guard(backend: B, guard: impl Any + Send + Sync) -> Fixture<B> {
+        Fixture {
+            backend,
+            _keep: Some(Box::new(guard)),
+        }
+    }
+}
+
+/// Expands to one `#[tokio::test]` per conformance case plus the model property test, each on a
+/// fresh fixture from `$make` (an async function or closure returning a [`Fixture`]). The
+/// calling crate needs `tokio` (with `macros` and `rt-multi-thread`) as a dev-dependency.
+#[macro_export]
+macro_rules! conformance_tests {
+    ($make:expr) => {
+        $crate::conformance_tests!(@cases $make;
+            meta_get_or_insert_keeps_the_first_value,
+            put_then_read_round_trips,
+            stores_and_namespaces_are_separate,
+            versions_always_increase,
+            failed_precondition_applies_nothing,
+            later_mutations_see_earlier_ones,
+            missing_guard_applies_nothing,
+            expired_records_disappear,
+            expiry_keep_and_clear,
+            put_over_expired_record_is_a_create,
+            description_keep_and_set,
+            delete_removes_a_record,
+            list_is_in_byte_order,
+            list_prefix_cursor_and_limit,
+            put_app_creates_then_updates,
+            put_account_creates_then_updates,
+            install_outcomes,
+            authenticate_joins_installation_and_app,
+            uninstall_removes_records_tokens_and_key,
+            reinstall_starts_empty,
+            delete_app_removes_installations_and_shared_store,
+            delete_account_removes_its_installations,
+            tokens_create_and_revoke,
+            audit_of_writes_commits_with_them,
+            audit_enqueue_becomes_queryable,
+            audit_filters_and_paging,
+            purge_expired_removes_expired_rows,
+        );
+    };
+    (@cases $make:expr; $($case:ident),* $(,)?) => {
+        $(
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn $case() {
+                let make = $make;
+                let fixture = make().await;
+                $crate::conformance::$case(&fixture.backend).await;
+            }
+        )*
+
+        #[test]
+        fn model_property() {
+            $crate::conformance::model_property($make);
+        }
+    };
+}
+
+/// Runs every case, each on a fresh fixture, and a short deterministic run of the model check.
+pub async fn run_all<B, F, Fut>(make: F)
+where
+    B: Backend,
+    F: Fn() -> Fut,
+    Fut: Future<Output = Fixture<B>>,
+{
+    macro_rules! run {
+        ($($case:ident),* $(,)?) => {
+            $( $case(&make().await.backend).await; )*
+        };
+    }
+    run!(
+        meta_get_or_insert_keeps_the_first_value,
+        put_then_read_round_trips,
+        stores_and_namespaces_are_separate,
+        versions_always_increase,
+        failed_precondition_applies_nothing,
+        later_mutations_see_earlier_ones,
+        missing_guard_applies_nothing,
+        expired_records_disappear,
+        expiry_keep_and_clear,
+        put_over_expired_record_is_a_create,
+        description_keep_and_set,
+        delete_removes_a_record,
+        list_is_in_byte_order,
+        list_prefix_cursor_and_limit,
+        put_app_creates_then_updates,
+        put_account_creates_then_updates,
+        install_outcomes,
+        authenticate_joins_installation_and_app,
+        uninstall_removes_records_tokens_and_key,
+        reinstall_starts_empty,
+        delete_app_removes_installations_and_shared_store,
+        delete_account_removes_its_installations,
+        tokens_create_and_revoke,
+        audit_of_writes_commits_with_them,
+        audit_enqueue_becomes_queryable,
+        audit_filters_and_paging,
+        purge_expired_removes_expired_rows,
+    );
+    let fixture = make().await;
+    let mut runner = TestRunner::deterministic();
+    let strategy = model::model_ops();
+    for _ in 0..16 {
+        let ops = match strategy.new_tree(&mut runner) {
+            Ok(tree) => tree.current(),
+            Err(e) => panic!("cannot generate a model case: {e}"),
+        };
+        if let Err(e) = check_against_model(&fixture.backend, model::fresh_model_ns(), &ops).await {
+            panic!("model check failed: {e}\nops: {ops:#?}");
+        }
+    }
+}
