@@ -1,0 +1,266 @@
+//! The tresor HTTP server: the router of the contract (records, batch, administration,
+//! operations), authentication at the edge, the one mapping of domain errors to HTTP, metrics,
+//! the OpenAPI document, TLS on the listener and graceful shutdown.
+
+mod admin;
+mod context;
+mod error;
+mod metrics;
+pub mod openapi;
+mod records;
+mod render;
+mod request;
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::Router;
+use axum::extract::Request;
+use axum::http::{StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{MethodRouter, any, get, post};
+use tresor_core::ErrorCode;
+use tresor_core::model::StoreKind;
+use tresor_core::service::Service;
+
+pub use context::Ctx;
+pub use error::ApiError;
+pub use metrics::Metrics;
+
+/// Renders extra metric families (e.g. the backend's group-commit batch sizes) in the text
+/// format.
+pub type ExtraMetrics = Arc<dyn Fn() -> String + Send + Sync>;
+
+/// Shared by every handler.
+#[derive(Clone)]
+pub struct AppState {
+    pub service: Arc<Service>,
+    pub metrics: Arc<Metrics>,
+    pub extra_metrics: Option<ExtraMetrics>,
+}
+
+/// How to listen.
+#[derive(Debug, Clone)]
+pub struct ListenConfig {
+    pub addr: SocketAddr,
+    pub tls: Option<TlsFiles>,
+}
+
+#[derive(Debug, Clone)]
+pub struct TlsFiles {
+    pub cert: PathBuf,
+    pub key: PathBuf,
+}
+
+/// The whole router.
+pub fn router(state: AppState) -> Router {
+    let mut r = Router::new()
+        .route("/healthz", get(healthz))
+        .route("/readyz", get(readyz))
+        .route("/metrics", get(metrics_text))
+        .route("/openapi.json", get(openapi_json));
+
+    for store in StoreKind::ALL {
+        let name = store.as_str();
+        let st = state.clone();
+        let key: MethodRouter<AppState> = {
+            let h = move |req: Request| {
+                let st = st.clone();
+                async move { records::key_route(st, store, req).await }
+            };
+            get(h.clone())
+                .head(h.clone())
+                .put(h.clone())
+                .patch(h.clone())
+                .delete(h)
+        };
+        let st = state.clone();
+        let ops = post(move |req: Request| {
+            let st = st.clone();
+            async move { records::ops_route(st, store, req).await }
+        });
+        let st = state.clone();
+        let list = get(move |req: Request| {
+            let st = st.clone();
+            async move { records::list_route(st, store, req).await }
+        });
+        r = r
+            .route(&format!("/v1/{name}"), list)
+            .route(&format!("/v1/{name}/"), any(records::empty_key_route))
+            .route(&format!("/v1/{name}/{{key}}"), key)
+            .route(&format!("/v1/{name}/{{key}}/ops"), ops);
+    }
+
+    let st = state.clone();
+    r = r.route(
+        "/v1/batch",
+        post(move |req: Request| {
+            let st = st.clone();
+            async move { records::batch_route(st, req).await }
+        }),
+    );
+
+    use admin::Resource as R;
+    let admin_routes: [(&str, R, &[&str]); 9] = [
+        ("/v1/admin/apps", R::Apps, &["GET"]),
+        ("/v1/admin/apps/{id}", R::App, &["GET", "PUT", "DELETE"]),
+        ("/v1/admin/accounts", R::Accounts, &["GET"]),
+        (
+            "/v1/admin/accounts/{id}",
+            R::Account,
+            &["GET", "PUT", "DELETE"],
+        ),
+        ("/v1/admin/installations", R::Installations, &["GET"]),
+        (
+            "/v1/admin/installations/{id}",
+            R::Installation,
+            &["GET", "PUT", "DELETE"],
+        ),
+        (
+            "/v1/admin/installations/{id}/tokens",
+            R::InstallationTokens,
+            &["POST"],
+        ),
+        ("/v1/admin/tokens/{id}", R::Token, &["DELETE"]),
+        ("/v1/admin/audit", R::Audit, &["GET"]),
+    ];
+    for (path, resource, methods) in admin_routes {
+        let st = state.clone();
+        let h = move |req: Request| {
+            let st = st.clone();
+            async move { admin::route(st, resource, req).await }
+        };
+        let mut mr: MethodRouter<AppState> = MethodRouter::new();
+        for m in methods {
+            mr = match *m {
+                "GET" => mr.get(h.clone()),
+                "PUT" => mr.put(h.clone()),
+                "POST" => mr.post(h.clone()),
+                _ => mr.delete(h.clone()),
+            };
+        }
+        r = r.route(path, mr);
+    }
+
+    // Routes of later releases answer plainly instead of 404.
+    for (path, what) in [
+        ("/v1/credentials", "credentials"),
+        ("/v1/credentials/{key}", "credentials"),
+        (
+            "/v1/credentials/{key}/request",
+            "the authenticated request proxy",
+        ),
+        ("/v1/oauth/flows", "OAuth flows"),
+        ("/v1/oauth/flows/{id}", "OAuth flows"),
+        ("/v1/oauth/flows/{id}/complete", "OAuth flows"),
+        ("/v1/oauth/callback", "the OAuth callback"),
+        ("/v1/admin/providers", "providers"),
+        ("/v1/admin/providers/{name}", "providers"),
+        ("/v1/admin/keys", "root key rotation"),
+        ("/v1/admin/keys/rotate", "root key rotation"),
+    ] {
+        r = r.route(
+            path,
+            any(move |req: Request| async move { not_available(what, &req) }),
+        );
+    }
+
+    r.fallback(unknown_route)
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            metrics::track,
+        ))
+        .layer(axum::middleware::from_fn(context::stamp))
+        .with_state(state)
+}
+
+fn not_available(what: &'static str, req: &Request) -> Response {
+    let rid = records::ctx_of(req).request_id;
+    error::plain_error(
+        ErrorCode::NotImplemented,
+        &format!("{what} is not available yet in this release"),
+        &rid,
+    )
+}
+
+async fn unknown_route(req: Request) -> Response {
+    let rid = records::ctx_of(&req).request_id;
+    error::plain_error(ErrorCode::NotFound, "no such route", &rid)
+}
+
+async fn healthz() -> Response {
+    (
+        StatusCode::OK,
+        axum::Json(serde_json::json!({"status": "ok"})),
+    )
+        .into_response()
+}
+
+async fn readyz(
+    axum::extract::State(st): axum::extract::State<AppState>,
+    req: Request,
+) -> Response {
+    match st.service.ready().await {
+        Ok(()) => (
+            StatusCode::OK,
+            axum::Json(serde_json::json!({"status": "ready"})),
+        )
+            .into_response(),
+        Err(e) => {
+            let rid = records::ctx_of(&req).request_id;
+            error::plain_error(ErrorCode::Unavailable, &e.public_message(), &rid)
+        }
+    }
+}
+
+async fn metrics_text(axum::extract::State(st): axum::extract::State<AppState>) -> Response {
+    let mut text = st.metrics.render();
+    if let Some(extra) = &st.extra_metrics {
+        text.push_str(&extra());
+    }
+    (
+        StatusCode::OK,
+        [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
+        text,
+    )
+        .into_response()
+}
+
+async fn openapi_json() -> Response {
+    (StatusCode::OK, axum::Json(openapi::document())).into_response()
+}
+
+/// Serves until `shutdown` resolves, then stops accepting, lets in-flight requests finish
+/// (up to `grace`), and returns.
+pub async fn serve(
+    state: AppState,
+    listen: ListenConfig,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+    grace: Duration,
+) -> std::io::Result<()> {
+    let app = router(state).into_make_service_with_connect_info::<SocketAddr>();
+    let handle = axum_server::Handle::new();
+    let h = handle.clone();
+    tokio::spawn(async move {
+        shutdown.await;
+        h.graceful_shutdown(Some(grace));
+    });
+    match listen.tls {
+        Some(tls) => {
+            let config =
+                axum_server::tls_rustls::RustlsConfig::from_pem_file(&tls.cert, &tls.key).await?;
+            axum_server::bind_rustls(listen.addr, config)
+                .handle(handle)
+                .serve(app)
+                .await
+        }
+        None => {
+            axum_server::bind(listen.addr)
+                .handle(handle)
+                .serve(app)
+                .await
+        }
+    }
+}

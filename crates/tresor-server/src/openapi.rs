@@ -1,0 +1,323 @@
+//! The OpenAPI 3.1 document of the contract, built from the same route table and store list
+//! the router uses, and served at `/openapi.json`. `docs/openapi.json` in the repository is a
+//! copy that a test keeps in step with this function.
+
+use serde_json::{Map, Value, json};
+use tresor_core::model::StoreKind;
+
+/// The whole document.
+pub fn document() -> Value {
+    let mut paths = Map::new();
+    for store in StoreKind::ALL {
+        let s = store.as_str();
+        paths.insert(format!("/v1/{s}"), list_path(s));
+        paths.insert(format!("/v1/{s}/{{key}}"), record_path(s));
+        paths.insert(format!("/v1/{s}/{{key}}/ops"), ops_path(s));
+    }
+    paths.insert("/v1/batch".into(), batch_path());
+    admin_paths(&mut paths);
+    for (p, summary) in [
+        ("/healthz", "Liveness: the process answers."),
+        (
+            "/readyz",
+            "Readiness: the storage is reachable (503 otherwise).",
+        ),
+    ] {
+        paths.insert(
+            p.into(),
+            json!({"get": {"summary": summary, "security": [], "responses": {
+                "200": {"description": "ok"}, "503": err_ref("storage unreachable")}}}),
+        );
+    }
+    paths.insert(
+        "/metrics".into(),
+        json!({"get": {"summary": "Prometheus metrics (text format 0.0.4).", "security": [],
+            "responses": {"200": {"description": "metrics",
+                "content": {"text/plain": {"schema": {"type": "string"}}}}}}}),
+    );
+    paths.insert(
+        "/openapi.json".into(),
+        json!({"get": {"summary": "This document.", "security": [],
+            "responses": {"200": {"description": "OpenAPI 3.1 document",
+                "content": {"application/json": {"schema": {"type": "object"}}}}}}}),
+    );
+    json!({
+        "openapi": "3.1.0",
+        "info": {
+            "title": "tresor",
+            "version": env!("CARGO_PKG_VERSION"),
+            "description": "Secrets, settings, key-value state and write-only credentials for \
+                the apps installed on an app platform. Decisions where the contract is silent: \
+                PATCH also accepts Content-Type application/json; field ops that return stored \
+                values (increment, list_pop, list_peek, set_contains) need the store's read \
+                scope; DELETE ?fields= on a non-object value is 409; features of later releases \
+                (credentials, OAuth, providers, key rotation) answer 501 not_implemented.",
+        },
+        "servers": [{"url": "/"}],
+        "security": [{"bearer": []}],
+        "paths": paths,
+        "components": components(),
+    })
+}
+
+fn err_ref(description: &str) -> Value {
+    json!({"description": description,
+        "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}}})
+}
+
+fn std_errors(extra: &[(&str, &str)]) -> Map<String, Value> {
+    let mut m = Map::new();
+    for (code, d) in [
+        ("400", "invalid request"),
+        ("401", "missing, unknown, expired or revoked token"),
+        ("403", "the token lacks a scope, or is the wrong kind"),
+        ("429", "rate limited"),
+        ("500", "internal error"),
+        ("503", "storage unavailable"),
+    ]
+    .iter()
+    .chain(extra)
+    {
+        m.insert((*code).into(), err_ref(d));
+    }
+    m
+}
+
+fn with_ok(mut m: Map<String, Value>, code: &str, body: Value) -> Value {
+    m.insert(code.into(), body);
+    Value::Object(m)
+}
+
+fn json_body(schema: &str, description: &str) -> Value {
+    json!({"description": description,
+        "content": {"application/json": {"schema": {"$ref": format!("#/components/schemas/{schema}")}}}})
+}
+
+fn key_param() -> Value {
+    json!({"name": "key", "in": "path", "required": true,
+        "description": "1 to 500 bytes of UTF-8 without control characters, not `.` or `..`, as one percent-encoded segment.",
+        "schema": {"type": "string", "minLength": 1}})
+}
+
+fn query(name: &str, schema: Value, description: &str) -> Value {
+    json!({"name": name, "in": "query", "required": false, "schema": schema, "description": description})
+}
+
+fn header(name: &str, description: &str) -> Value {
+    json!({"name": name, "in": "header", "required": false, "schema": {"type": "string"}, "description": description})
+}
+
+fn record_path(store: &str) -> Value {
+    let ret = query(
+        "return",
+        json!({"type": "string", "enum": ["previous"]}),
+        "Also answer with the record the write replaced.",
+    );
+    let if_match = header("If-Match", "`*` or a strong ETag such as \"7\".");
+    json!({
+        "parameters": [key_param()],
+        "get": {
+            "summary": format!("Read a record of the {store} store."),
+            "parameters": [query("fields", json!({"type": "string"}), "Comma-separated top-level fields of an object value.")],
+            "responses": with_ok(std_errors(&[("404", "no such key"), ("409", "fields asked of a non-object value")]), "200", json_body("Record", "the record")),
+        },
+        "head": {
+            "summary": "Does the key exist?",
+            "responses": {"200": {"description": "exists"}, "404": {"description": "no such key"}},
+        },
+        "put": {
+            "summary": "Create or replace.",
+            "parameters": [ret.clone(), if_match.clone(), header("If-None-Match", "`*`: only if the key does not exist.")],
+            "requestBody": {"required": true, "content": {"application/json": {"schema": {"$ref": "#/components/schemas/PutBody"}}}},
+            "responses": with_ok(
+                {
+                    let mut m = std_errors(&[("412", "precondition failed"), ("413", "too large"), ("415", "wrong content type"), ("507", "disk full")]);
+                    m.insert("200".into(), json_body("RecordMeta", "replaced"));
+                    m
+                },
+                "201", json_body("RecordMeta", "created")),
+        },
+        "patch": {
+            "summary": "Atomic JSON Merge Patch (RFC 7396); a missing key is patched from {}.",
+            "parameters": [ret.clone(), if_match.clone(), query("ttl_seconds", json!({"type": "integer", "minimum": 1, "maximum": 3153600000u64}), "New expiry.")],
+            "requestBody": {"required": true, "content": {"application/merge-patch+json": {"schema": {}}}},
+            "responses": with_ok(std_errors(&[("412", "precondition failed"), ("413", "too large"), ("415", "wrong content type"), ("507", "disk full")]), "200", json_body("Record", "the new record (RecordMeta without the read scope)")),
+        },
+        "delete": {
+            "summary": "Delete (idempotent), or only some fields with ?fields=.",
+            "parameters": [ret, if_match, query("fields", json!({"type": "string"}), "Remove only these top-level fields.")],
+            "responses": with_ok(
+                {
+                    let mut m = std_errors(&[("409", "fields of a non-object value"), ("412", "precondition failed")]);
+                    m.insert("200".into(), json!({"description": "deleted, with `previous` (return=previous)", "content": {"application/json": {"schema": {"type": "object", "properties": {"previous": {"oneOf": [{"$ref": "#/components/schemas/Record"}, {"type": "null"}]}}}}}}));
+                    m
+                },
+                "204", json!({"description": "deleted"})),
+        },
+    })
+}
+
+fn list_path(store: &str) -> Value {
+    json!({"get": {
+        "summary": format!("List keys of the {store} store in byte order, metadata only."),
+        "parameters": [
+            query("prefix", json!({"type": "string"}), "Only keys starting with this."),
+            query("limit", json!({"type": "integer", "minimum": 1, "maximum": 1000, "default": 100}), "Page size."),
+            query("cursor", json!({"type": "string"}), "next_cursor of the previous page."),
+        ],
+        "responses": with_ok(std_errors(&[]), "200", json_body("RecordPage", "a page")),
+    }})
+}
+
+fn ops_path(store: &str) -> Value {
+    json!({"parameters": [key_param()], "post": {
+        "summary": format!("Atomic field operations on an object of the {store} store."),
+        "parameters": [header("If-Match", "`*` or a strong ETag.")],
+        "requestBody": {"required": true, "content": {"application/json": {"schema": {"$ref": "#/components/schemas/OpsBody"}}}},
+        "responses": with_ok(std_errors(&[("409", "an op does not fit the stored value"), ("412", "precondition failed"), ("413", "too large")]), "200", json_body("OpsResult", "results")),
+    }})
+}
+
+fn batch_path() -> Value {
+    json!({"post": {
+        "summary": "Up to 100 record operations, atomically or not.",
+        "requestBody": {"required": true, "content": {"application/json": {"schema": {"$ref": "#/components/schemas/BatchBody"}}}},
+        "responses": with_ok(std_errors(&[("404", "an atomic batch's write op found no key"), ("409", "conflict"), ("412", "precondition failed"), ("413", "too large")]), "200", json_body("BatchResult", "one result per op")),
+    }})
+}
+
+fn admin_paths(paths: &mut Map<String, Value>) {
+    let doc = |summary: &str| json!({"description": summary, "content": {"application/json": {"schema": {"type": "object"}}}});
+    let id = |name: &str| json!({"name": name, "in": "path", "required": true, "schema": {"type": "string", "pattern": "^[A-Za-z0-9._:-]{1,128}$"}});
+    let errs = || std_errors(&[("404", "not found"), ("409", "conflict")]);
+    for (plural, single, put_body) in [
+        (
+            "apps",
+            "app_id",
+            json!({"type": "object", "required": ["scopes"], "properties": {"scopes": {"type": "array", "items": {"type": "string"}}}}),
+        ),
+        ("accounts", "account_id", json!({"type": "object"})),
+        (
+            "installations",
+            "installation_id",
+            json!({"type": "object", "required": ["app_id", "account_id"], "properties": {"app_id": {"type": "string"}, "account_id": {"type": "string"}}}),
+        ),
+    ] {
+        paths.insert(format!("/v1/admin/{plural}"), json!({"get": {"summary": format!("List {plural}."), "responses": with_ok(errs(), "200", doc("{\"items\": [...]}"))}}));
+        let mut put_resp = errs();
+        put_resp.insert("200".into(), doc("updated (no token)"));
+        paths.insert(format!("/v1/admin/{plural}/{{{single}}}"), json!({
+            "parameters": [id(single)],
+            "get": {"summary": "Read.", "responses": with_ok(errs(), "200", doc("the resource"))},
+            "put": {"summary": "Create or update (an installation answers its token once, at creation).",
+                "requestBody": {"required": false, "content": {"application/json": {"schema": put_body}}},
+                "responses": with_ok(put_resp, "201", doc("created"))},
+            "delete": {"summary": "Delete everything it holds.", "responses": with_ok(errs(), "204", json!({"description": "deleted"}))},
+        }));
+    }
+    paths.insert("/v1/admin/installations/{installation_id}/tokens".into(), json!({
+        "parameters": [id("installation_id")],
+        "post": {"summary": "Issue another token (shown once).",
+            "requestBody": {"required": false, "content": {"application/json": {"schema": {"type": "object", "properties": {"scopes": {"type": "array", "items": {"type": "string"}}, "ttl_seconds": {"type": "integer"}}}}}},
+            "responses": with_ok(errs(), "201", doc("{\"token_id\", \"token\"}"))},
+    }));
+    paths.insert("/v1/admin/tokens/{token_id}".into(), json!({
+        "parameters": [{"name": "token_id", "in": "path", "required": true, "schema": {"type": "string"}}],
+        "delete": {"summary": "Revoke, effective at once.", "responses": with_ok(errs(), "204", json!({"description": "revoked"}))},
+    }));
+    paths.insert(
+        "/v1/admin/audit".into(),
+        json!({"get": {
+        "summary": "Audit events, oldest first.",
+        "parameters": [
+            query("installation_id", json!({"type": "string"}), ""),
+            query("account_id", json!({"type": "string"}), ""),
+            query("since", json!({"type": "string", "format": "date-time"}), ""),
+            query("until", json!({"type": "string", "format": "date-time"}), ""),
+            query("after", json!({"type": "string"}), "next_cursor of the previous page"),
+            query("limit", json!({"type": "integer", "minimum": 1, "maximum": 1000}), ""),
+        ],
+        "responses": with_ok(errs(), "200", json_body("AuditPage", "a page"))}}),
+    );
+}
+
+fn components() -> Value {
+    let ts = json!({"type": "string", "format": "date-time"});
+    let ts_or_null = json!({"type": ["string", "null"], "format": "date-time"});
+    let meta_props = json!({
+        "key": {"type": "string"},
+        "version": {"type": "integer", "minimum": 1},
+        "description": {"type": ["string", "null"]},
+        "created_at": ts,
+        "updated_at": ts,
+        "expires_at": ts_or_null,
+    });
+    let mut record_props = meta_props.clone();
+    if let Some(o) = record_props.as_object_mut() {
+        o.insert("value".into(), json!({"not": {"type": "null"}}));
+    }
+    let meta_required = json!([
+        "key",
+        "version",
+        "description",
+        "created_at",
+        "updated_at",
+        "expires_at"
+    ]);
+    let mut record_required = meta_required.clone();
+    if let Some(a) = record_required.as_array_mut() {
+        a.push("value".into());
+    }
+    json!({
+        "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}},
+        "schemas": {
+            "Error": {"type": "object", "required": ["error"], "properties": {"error": {
+                "type": "object", "required": ["code", "message", "request_id"],
+                "properties": {"code": {"type": "string"}, "message": {"type": "string"},
+                    "request_id": {"type": "string"}, "op_index": {"type": "integer"}}}}},
+            "RecordMeta": {"type": "object", "required": meta_required, "properties": meta_props},
+            "Record": {"type": "object", "required": record_required, "properties": record_props},
+            "RecordPage": {"type": "object", "required": ["items", "next_cursor"], "properties": {
+                "items": {"type": "array", "items": {"$ref": "#/components/schemas/RecordMeta"}},
+                "next_cursor": {"type": ["string", "null"]}}},
+            "PutBody": {"type": "object", "required": ["value"], "additionalProperties": false, "properties": {
+                "value": {"not": {"type": "null"}},
+                "description": {"type": ["string", "null"], "maxLength": 1024},
+                "ttl_seconds": {"type": "integer", "minimum": 1, "maximum": 3153600000u64}}},
+            "FieldOp": {"type": "object", "required": ["op", "field"], "properties": {
+                "op": {"type": "string", "enum": ["increment", "list_push", "list_pop", "list_peek", "set_add", "set_remove", "set_contains"]},
+                "field": {"type": "string"}, "by": {"type": "number"},
+                "values": {"type": "array"}, "members": {"type": "array"},
+                "count": {"type": "integer", "minimum": 1}, "end": {"type": "string", "enum": ["front", "back"]}}},
+            "OpsBody": {"type": "object", "required": ["ops"], "additionalProperties": false, "properties": {
+                "ops": {"type": "array", "minItems": 1, "maxItems": 100, "items": {"$ref": "#/components/schemas/FieldOp"}},
+                "ttl_seconds": {"type": "integer", "minimum": 1, "maximum": 3153600000u64}}},
+            "OpsResult": {"type": "object", "required": ["record", "results"], "properties": {
+                "record": {"oneOf": [{"$ref": "#/components/schemas/RecordMeta"}, {"type": "null"}]},
+                "results": {"type": "array"}}},
+            "BatchOp": {"type": "object", "required": ["op", "store", "key"], "additionalProperties": false, "properties": {
+                "op": {"type": "string", "enum": ["get", "exists", "put", "patch", "delete"]},
+                "store": {"type": "string", "enum": ["secrets", "settings", "kv", "shared"]},
+                "key": {"type": "string"}, "value": {},
+                "description": {"type": ["string", "null"]},
+                "ttl_seconds": {"type": "integer", "minimum": 1, "maximum": 3153600000u64},
+                "if_version": {"type": "integer", "minimum": 0}}},
+            "BatchBody": {"type": "object", "required": ["atomic", "ops"], "additionalProperties": false, "properties": {
+                "atomic": {"type": "boolean"},
+                "ops": {"type": "array", "minItems": 1, "maxItems": 100, "items": {"$ref": "#/components/schemas/BatchOp"}}}},
+            "BatchResult": {"type": "object", "required": ["results"], "properties": {"results": {"type": "array", "items": {
+                "type": "object", "required": ["status"], "properties": {"status": {"type": "integer"}, "record": {"type": "object"},
+                "error": {"type": "object"}}}}}},
+            "AuditEvent": {"type": "object", "properties": {
+                "id": {"type": "integer"}, "time": ts, "request_id": {"type": "string"},
+                "token_id": {"type": ["string", "null"]}, "app_id": {"type": ["string", "null"]},
+                "account_id": {"type": ["string", "null"]}, "installation_id": {"type": ["string", "null"]},
+                "operation": {"type": "string"}, "store": {"type": ["string", "null"]},
+                "key": {"type": ["string", "null"]}, "status": {"type": "integer"},
+                "remote_addr": {"type": ["string", "null"]}}},
+            "AuditPage": {"type": "object", "required": ["items", "next_cursor"], "properties": {
+                "items": {"type": "array", "items": {"$ref": "#/components/schemas/AuditEvent"}},
+                "next_cursor": {"type": ["string", "null"]}}},
+        }
+    })
+}
