@@ -1,0 +1,106 @@
+//! The `tresor` binary: the server (`serve`), root key files (`keygen`), and the command-line
+//! client of the record stores (`secrets`, `settings`, `kv`, `shared`) and of the
+//! administration API (`admin`).
+
+mod cli_admin;
+mod cli_common;
+mod cli_store;
+mod keygen;
+mod serve;
+
+use std::process::ExitCode;
+
+use clap::Parser;
+use tresor_client::Store;
+
+/// tresor: a secrets store for app platforms.
+#[derive(Debug, Parser)]
+#[command(name = "tresor", version, propagate_version = true)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, clap::Subcommand)]
+enum Command {
+    /// Run the server.
+    Serve(serve::ServeArgs),
+    /// Write a new root key file, or add a version to one.
+    Keygen(keygen::KeygenArgs),
+    /// The `secrets` store (installation token).
+    Secrets(cli_store::StoreArgs),
+    /// The `settings` store (installation token).
+    Settings(cli_store::StoreArgs),
+    /// The `kv` store (installation token).
+    Kv(cli_store::StoreArgs),
+    /// The app's `shared` store (installation token).
+    Shared(cli_store::StoreArgs),
+    /// Apps, accounts, installations, tokens and audit (admin token).
+    Admin(cli_admin::AdminArgs),
+}
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match cli.command {
+        Command::Serve(args) => report(serve::run(args).await),
+        Command::Keygen(args) => report(keygen::run(args)),
+        Command::Secrets(args) => cli_common::finish(cli_store::run(Store::Secrets, args).await),
+        Command::Settings(args) => cli_common::finish(cli_store::run(Store::Settings, args).await),
+        Command::Kv(args) => cli_common::finish(cli_store::run(Store::Kv, args).await),
+        Command::Shared(args) => cli_common::finish(cli_store::run(Store::Shared, args).await),
+        Command::Admin(args) => cli_common::finish(cli_admin::run(args).await),
+    }
+}
+
+/// The exit of the operator commands: 0, or 1 with the error chain on stderr.
+fn report(result: anyhow::Result<()>) -> ExitCode {
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(err) => {
+            eprintln!("error: {err:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    #[test]
+    fn the_command_line_is_consistent() {
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn every_store_has_a_subcommand() {
+        for store in Store::ALL {
+            let cli = Cli::try_parse_from(["tresor", store.as_str(), "exists", "k"]).unwrap();
+            let matched = matches!(
+                (store, cli.command),
+                (Store::Secrets, Command::Secrets(_))
+                    | (Store::Settings, Command::Settings(_))
+                    | (Store::Kv, Command::Kv(_))
+                    | (Store::Shared, Command::Shared(_))
+            );
+            assert!(matched, "{store}");
+        }
+    }
+
+    #[test]
+    fn usage_errors_exit_2() {
+        let err = Cli::try_parse_from(["tresor", "kv", "frobnicate"]).unwrap_err();
+        assert_eq!(err.exit_code(), 2);
+        let err = Cli::try_parse_from(["tresor", "kv", "put", "k"]).unwrap_err();
+        assert_eq!(err.exit_code(), 2);
+    }
+
+    #[test]
+    fn keygen_and_admin_parse() {
+        assert!(Cli::try_parse_from(["tresor", "keygen", "--add-version", "root.key"]).is_ok());
+        assert!(Cli::try_parse_from(["tresor", "admin", "app", "ls"]).is_ok());
+        assert!(Cli::try_parse_from(["tresor", "admin", "uninstall", "inst"]).is_ok());
+    }
+}
