@@ -62,6 +62,10 @@ pub(crate) enum Op {
     PurgeExpired {
         limit: usize,
     },
+    PurgeAudit {
+        before: Millis,
+        limit: usize,
+    },
 }
 
 /// What an [`Op`] produced; the caller knows which variant its op answers with.
@@ -83,7 +87,7 @@ impl Op {
     pub(crate) fn audit_count(&self) -> usize {
         match self {
             Op::Commit(c) => c.audit.len(),
-            Op::MetaGetOrInsert { .. } | Op::PurgeExpired { .. } => 0,
+            Op::MetaGetOrInsert { .. } | Op::PurgeExpired { .. } | Op::PurgeAudit { .. } => 0,
             _ => 1,
         }
     }
@@ -262,6 +266,17 @@ fn apply(conn: &Connection, versions: &mut VersionCounter, op: Op) -> Result<Out
                 )
                 .db()?
                 .execute(params![now, i64::try_from(limit).unwrap_or(i64::MAX)])
+                .db()?;
+            Ok(Outcome::Purged(n))
+        }
+        Op::PurgeAudit { before, limit } => {
+            let n = conn
+                .prepare_cached(
+                    "DELETE FROM audit WHERE id IN \
+                     (SELECT id FROM audit WHERE time < ?1 ORDER BY id LIMIT ?2)",
+                )
+                .db()?
+                .execute(params![before, i64::try_from(limit).unwrap_or(i64::MAX)])
                 .db()?;
             Ok(Outcome::Purged(n))
         }

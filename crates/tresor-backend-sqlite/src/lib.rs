@@ -236,6 +236,13 @@ impl Backend for SqliteBackend {
         }
     }
 
+    async fn purge_audit(&self, before: tresor_core::model::Millis, limit: usize) -> Result<usize> {
+        match self.write(Op::PurgeAudit { before, limit }).await? {
+            Outcome::Purged(n) => Ok(n),
+            _ => Err(mismatch()),
+        }
+    }
+
     async fn put_app(
         &self,
         app_id: &str,

@@ -274,6 +274,9 @@ pub trait Backend: Send + Sync + 'static {
     /// Deletes up to `limit` expired records; returns how many.
     async fn purge_expired(&self, limit: usize) -> Result<usize>;
 
+    /// Deletes up to `limit` audit events older than `before` (retention); returns how many.
+    async fn purge_audit(&self, before: Millis, limit: usize) -> Result<usize>;
+
     /// Creates or updates an app (a new app gets `namespace` for its shared store).
     /// Returns the row and whether it was created.
     async fn put_app(

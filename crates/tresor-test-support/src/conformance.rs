@@ -86,6 +86,7 @@ macro_rules! conformance_tests {
             audit_enqueue_becomes_queryable,
             audit_filters_and_paging,
             purge_expired_removes_expired_rows,
+            purge_audit_removes_old_events,
         );
     };
     (@cases $make:expr; $($case:ident),* $(,)?) => {
@@ -145,6 +146,7 @@ where
         audit_enqueue_becomes_queryable,
         audit_filters_and_paging,
         purge_expired_removes_expired_rows,
+        purge_audit_removes_old_events,
     );
     let fixture = make().await;
     let mut runner = TestRunner::deterministic();

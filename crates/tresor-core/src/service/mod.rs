@@ -98,6 +98,12 @@ impl Service {
         self.backend.purge_expired(limit).await
     }
 
+    /// Deletes audit events older than the retention period; returns how many.
+    pub async fn purge_audit(&self, retention: std::time::Duration, limit: usize) -> Result<usize> {
+        let before = now_millis() - i64::try_from(retention.as_millis()).unwrap_or(i64::MAX);
+        self.backend.purge_audit(before, limit).await
+    }
+
     /// A fresh audit event for this request; the caller fills in what it did.
     fn event(
         &self,

@@ -240,3 +240,33 @@ pub async fn purge_expired_removes_expired_rows<B: Backend>(b: &B) {
     assert!(matches!(again, Applied::Put { created: true, .. }));
     assert!(version_of(again) > version_of(applied[4]));
 }
+
+pub async fn purge_audit_removes_old_events<B: Backend>(b: &B) {
+    let mut events = Vec::new();
+    for (i, time) in [1_000, 2_000, 3_000, 4_000].into_iter().enumerate() {
+        let mut ev = event("read");
+        ev.request_id = format!("req-{i}");
+        ev.time = time;
+        events.push(ev);
+    }
+    let ns = namespace(b, 1).await;
+    b.commit(Commit {
+        guards: vec![ns],
+        mutations: vec![],
+        audit: events,
+    })
+    .await
+    .expect("commit");
+    assert_eq!(b.purge_audit(3_000, 1).await.expect("purge"), 1);
+    assert_eq!(b.purge_audit(3_000, 100).await.expect("purge"), 1);
+    assert_eq!(b.purge_audit(3_000, 100).await.expect("purge"), 0);
+    let left: Vec<i64> = b
+        .audit_query(&audit_all())
+        .await
+        .expect("query")
+        .into_iter()
+        .filter(|e| e.operation == "read")
+        .map(|e| e.time)
+        .collect();
+    assert_eq!(left, [3_000, 4_000], "events at or after the cut stay");
+}
