@@ -74,12 +74,27 @@ pub async fn track(
         .map(|m| m.as_str().to_owned())
         .unwrap_or_else(|| "unmatched".to_owned());
     let method = req.method().as_str().to_owned();
+    let request_id = req
+        .extensions()
+        .get::<crate::Ctx>()
+        .map(|c| c.0.request_id.clone())
+        .unwrap_or_default();
     let start = Instant::now();
     let resp = next.run(req).await;
+    let elapsed = start.elapsed();
     let m = &state.metrics;
     m.latency
         .with_label_values(&[&route, &method])
-        .observe(start.elapsed().as_secs_f64());
+        .observe(elapsed.as_secs_f64());
+    // The route template, never the path: a path holds the key.
+    tracing::debug!(
+        request_id = %request_id,
+        route = %route,
+        method = %method,
+        status = resp.status().as_u16(),
+        micros = elapsed.as_micros() as u64,
+        "request"
+    );
     m.requests
         .with_label_values(&[&route, &method, resp.status().as_str()])
         .inc();

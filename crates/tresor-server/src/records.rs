@@ -468,6 +468,17 @@ fn prefix_op(i: usize, e: CoreError) -> CoreError {
 
 fn batch_result(r: Result<OpOutput, CoreError>, request_id: &str) -> Result<Value, CoreError> {
     match r {
+        Ok(out) if out.status == 404 => {
+            // A get or exists of a missing key: a result, not a failure, with the error body a
+            // single request would have had.
+            let body = crate::error::error_body(
+                tresor_core::ErrorCode::NotFound,
+                "no such key",
+                request_id,
+                None,
+            );
+            Ok(serde_json::json!({ "status": 404, "error": body["error"] }))
+        }
         Ok(out) => {
             let mut obj = Map::new();
             obj.insert("status".into(), out.status.into());
@@ -531,9 +542,14 @@ fn parse_batch_op(v: Value) -> Result<OpRequest, CoreError> {
     if let Some(k) = o.keys().next() {
         return Err(CoreError::invalid(format!("unknown field `{k}`")));
     }
+    // Members an op does not use are refused rather than silently ignored.
+    let has_description = description.is_some();
+    let has_ttl = ttl.is_some();
     let no_value = |v: &Option<Value>| -> Result<(), CoreError> {
-        if v.is_some() {
-            Err(CoreError::invalid(format!("`{op}` takes no `value`")))
+        if v.is_some() || has_description || has_ttl {
+            Err(CoreError::invalid(format!(
+                "`{op}` takes no `value`, `description` or `ttl_seconds`"
+            )))
         } else {
             Ok(())
         }
@@ -556,6 +572,9 @@ fn parse_batch_op(v: Value) -> Result<OpRequest, CoreError> {
             description,
             ttl,
         },
+        "patch" if has_description => {
+            return Err(CoreError::invalid("`patch` takes no `description`"));
+        }
         "patch" => RecordOp::Patch {
             patch: value
                 .ok_or_else(|| CoreError::invalid("`patch` needs a `value` (the merge patch)"))?,

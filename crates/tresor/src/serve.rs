@@ -43,6 +43,9 @@ pub struct ServeArgs {
     /// Allow plain HTTP on a non-loopback address.
     #[arg(long)]
     pub insecure_http: bool,
+    /// Days an audit event is kept before it is purged.
+    #[arg(long, env = "TRESOR_AUDIT_RETENTION_DAYS", default_value_t = 30, value_parser = clap::value_parser!(u32).range(1..))]
+    pub audit_retention_days: u32,
     /// Log format.
     #[arg(long, env = "TRESOR_LOG_FORMAT", default_value = "text", value_parser = ["text", "json"])]
     pub log_format: String,
@@ -75,6 +78,7 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     let dir = &args.data_dir;
     let fresh = !dir.join(DB_FILE).exists();
     create_private_dir(dir)?;
+    let _lock = lock_data_dir(dir)?;
     let root = Arc::new(load_root_key(&args, fresh)?);
     info!(versions = ?root.version_ids(), active = root.active_id(), "root key loaded");
 
@@ -118,7 +122,8 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         extra_metrics: Some(extra),
     };
 
-    let purger = tokio::spawn(purge_loop(service.clone()));
+    let retention = Duration::from_secs(u64::from(args.audit_retention_days) * 86_400);
+    let purger = tokio::spawn(purge_loop(service.clone(), retention));
     let tls = match (&args.tls_cert, &args.tls_key) {
         (Some(cert), Some(key)) => Some(TlsFiles {
             cert: cert.clone(),
@@ -178,6 +183,29 @@ fn load_root_key(args: &ServeArgs, fresh: bool) -> anyhow::Result<RootKeyRing> {
         "created a root key next to the data; production keys belong elsewhere (--master-key-file)"
     );
     Ok(ring)
+}
+
+/// One server per data directory: a second one would share the SQLite file but not the
+/// writer, and its start-up (bootstrap token, root key creation) could race the first.
+fn lock_data_dir(dir: &Path) -> anyhow::Result<std::fs::File> {
+    let path = dir.join("lock");
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&path)
+        .with_context(|| format!("opening {}", path.display()))?;
+    match file.try_lock() {
+        Ok(()) => Ok(file),
+        Err(std::fs::TryLockError::WouldBlock) => bail!(
+            "another tresor serve is using {} (its lock file {} is held)",
+            dir.display(),
+            path.display()
+        ),
+        Err(std::fs::TryLockError::Error(e)) => {
+            Err(e).with_context(|| format!("locking {}", path.display()))
+        }
+    }
 }
 
 fn create_private_dir(dir: &Path) -> anyhow::Result<()> {
@@ -244,7 +272,9 @@ async fn shutdown_signal() {
     info!("shutting down: finishing in-flight requests");
 }
 
-async fn purge_loop(service: Arc<Service>) {
+/// Purges expired records and audit events past retention, a bounded batch per transaction so
+/// the writer is never held for long.
+async fn purge_loop(service: Arc<Service>, audit_retention: Duration) {
     let mut tick = tokio::time::interval(PURGE_INTERVAL);
     loop {
         tick.tick().await;
@@ -254,6 +284,16 @@ async fn purge_loop(service: Arc<Service>) {
                 Ok(_) => break,
                 Err(e) => {
                     warn!(error = %e, "purging expired records failed");
+                    break;
+                }
+            }
+        }
+        loop {
+            match service.purge_audit(audit_retention, PURGE_BATCH).await {
+                Ok(n) if n == PURGE_BATCH => continue,
+                Ok(_) => break,
+                Err(e) => {
+                    warn!(error = %e, "purging old audit events failed");
                     break;
                 }
             }

@@ -212,3 +212,21 @@ async fn admin_token_from_the_environment() {
         .await;
     assert_eq!(r.body["items"][0]["account_id"], "a1");
 }
+
+#[tokio::test]
+async fn one_server_per_data_directory() {
+    let s = TestServer::start(bin()).await;
+    let out = Command::new(bin())
+        .arg("serve")
+        .arg("--data-dir")
+        .arg(s.data_dir())
+        .arg("--listen")
+        .arg(format!("127.0.0.1:{}", free_port()))
+        .output()
+        .unwrap();
+    assert_ne!(out.status.code(), Some(0));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("another tresor serve"), "{err}");
+    // The first server is unaffected.
+    assert_eq!(s.call("GET", "/readyz", None, None).await.status, 200);
+}

@@ -724,6 +724,7 @@ async fn batches_atomic_and_not() {
     let statuses: Vec<u64> = res.iter().map(|x| x["status"].as_u64().unwrap()).collect();
     assert_eq!(statuses, [201, 200, 200, 404, 201, 204]);
     assert_eq!(res[2]["record"]["value"], json!({"x": 1, "y": 2}));
+    assert_eq!(res[3]["error"]["code"], "not_found");
     assert!(res[1]["record"]["version"].as_u64() > res[0]["record"]["version"].as_u64());
 
     // Atomic: a failing write op fails the batch, names its index, and nothing is written.
@@ -772,6 +773,8 @@ async fn batches_atomic_and_not() {
         json!({"atomic": true, "ops": [{"op": "get", "store": "nope", "key": "a"}]}),
         json!({"atomic": true, "ops": [{"op": "frob", "store": "kv", "key": "a"}]}),
         json!({"atomic": true, "ops": [{"op": "put", "store": "kv", "key": "a"}]}),
+        json!({"atomic": true, "ops": [{"op": "get", "store": "kv", "key": "a", "ttl_seconds": 5}]}),
+        json!({"atomic": true, "ops": [{"op": "put", "store": "kv", "key": "a", "value": 1, "bogus": 1}]}),
     ] {
         check(
             &s.call("POST", "/v1/batch", t, Some(&bad)).await,
