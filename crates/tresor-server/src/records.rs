@@ -110,18 +110,19 @@ async fn key_route_inner(
     let key = decode_key(raw_key(req.uri().path(), store, false))?;
     let query = req.uri().query().map(str::to_owned);
     let headers = req.headers().clone();
-    let cond = condition(&headers)?;
     let limits = state.service.limits().clone();
     let svc = &state.service;
+    // Conditional headers apply to writes; on reads they are ignored, as generic HTTP clients
+    // may send them.
+    let cond = if write {
+        condition(&headers)?
+    } else {
+        Condition::None
+    };
     match method {
         Method::GET | Method::HEAD => {
             let q = parse_query(query.as_deref(), &["fields"])?;
             let fields = fields_param(&q)?;
-            if cond != Condition::None {
-                return Err(CoreError::invalid(
-                    "conditional headers apply to writes only",
-                ));
-            }
             let head = method == Method::HEAD;
             let op = if head {
                 RecordOp::Exists
