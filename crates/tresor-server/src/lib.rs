@@ -86,9 +86,14 @@ pub fn router(state: AppState) -> Router {
             let st = st.clone();
             async move { records::list_route(st, store, req).await }
         });
+        let st = state.clone();
+        let empty = any(move |req: Request| {
+            let st = st.clone();
+            async move { records::empty_key_route(st, req).await }
+        });
         r = r
             .route(&format!("/v1/{name}"), list)
-            .route(&format!("/v1/{name}/"), any(records::empty_key_route))
+            .route(&format!("/v1/{name}/"), empty)
             .route(&format!("/v1/{name}/{{key}}"), key)
             .route(&format!("/v1/{name}/{{key}}/ops"), ops);
     }

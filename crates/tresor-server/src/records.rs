@@ -41,10 +41,15 @@ pub async fn list_route(state: AppState, store: StoreKind, req: Request) -> Resp
     into_response(list_inner(state, store, ctx, req).await, &rid)
 }
 
-/// `/v1/{store}/`: an empty key.
-pub async fn empty_key_route(req: Request) -> Response {
-    let rid = ctx_of(&req).request_id;
-    ApiError::new(CoreError::invalid("the key is empty"), &rid).into_response()
+/// `/v1/{store}/`: an empty key (400, after authentication like every validation error).
+pub async fn empty_key_route(state: AppState, req: Request) -> Response {
+    let ctx = ctx_of(&req);
+    let rid = ctx.request_id.clone();
+    let r = match authenticate(&state, &req, &ctx).await {
+        Ok(_) => Err(CoreError::invalid("the key is empty")),
+        Err(e) => Err(e),
+    };
+    into_response(r, &rid)
 }
 
 /// `/v1/batch`.

@@ -788,6 +788,11 @@ async fn batches_atomic_and_not() {
 async fn routes_methods_and_errors() {
     let (s, t) = server().await;
     let t = Some(t.as_str());
+    // Authentication comes before validation, also for an empty key.
+    let r = s.call("GET", "/v1/secrets/", None, None).await;
+    check(&r, 401, Some("unauthenticated"));
+    let r = s.call("GET", "/v1/secrets/", t, None).await;
+    check(&r, 400, Some("invalid_request"));
     // Unknown routes are 404 and wrong methods 405 with Allow, both before authentication.
     let r = s.call("GET", "/v1/nope/x", None, None).await;
     check(&r, 404, Some("not_found"));
