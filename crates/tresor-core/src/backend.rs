@@ -100,6 +100,112 @@ pub enum Mutation {
         key: Vec<u8>,
         expect: Precondition,
     },
+    /// Create or replace a credential in `ns`. Fails with `WriteConflict` when `expect` does not
+    /// hold in `ns`, and with `CoreError::Conflict` when `other_ns` holds a live credential
+    /// under the same key (an installation and its account share one key space). The backend
+    /// assigns the version and timestamps as for records; `lease_*` are cleared.
+    PutCredential {
+        ns: Ns,
+        other_ns: Option<Ns>,
+        expect: Precondition,
+        credential: CredentialWrite,
+        expiry: Expiry,
+    },
+    /// Remove a live credential from `ns`.
+    DeleteCredential {
+        ns: Ns,
+        key: Vec<u8>,
+        expect: Precondition,
+    },
+}
+
+/// What a credential write stores; the secret and the metadata arrive sealed.
+#[derive(Clone)]
+pub struct CredentialWrite {
+    pub key: Vec<u8>,
+    pub owner: CredentialOwner,
+    /// The app whose installation stored it: only that app (or an admin) may replace or delete
+    /// an account credential.
+    pub app_id: String,
+    pub provider: String,
+    pub kind: String,
+    pub token_expires_at: Option<Millis>,
+    pub scopes: Vec<String>,
+    pub needs_reconsent: bool,
+    /// Sealed JSON object.
+    pub metadata: Vec<u8>,
+    /// Sealed secret; never leaves the service except into the proxy's outbound request.
+    pub secret: Vec<u8>,
+}
+
+/// Who a credential belongs to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CredentialOwner {
+    Installation,
+    Account,
+}
+
+impl CredentialOwner {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            CredentialOwner::Installation => "installation",
+            CredentialOwner::Account => "account",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<CredentialOwner> {
+        match s {
+            "installation" => Some(CredentialOwner::Installation),
+            "account" => Some(CredentialOwner::Account),
+            _ => None,
+        }
+    }
+}
+
+/// A stored credential.
+#[derive(Clone)]
+pub struct CredentialRow {
+    pub ns: Ns,
+    pub write: CredentialWrite,
+    pub version: u64,
+    pub created_at: Millis,
+    pub updated_at: Millis,
+    pub expires_at: Option<Millis>,
+    /// A refresh lease (single-flight token refresh): held until this time by `lease_id`.
+    pub lease_until: Option<Millis>,
+    pub lease_id: Option<String>,
+}
+
+impl std::fmt::Debug for CredentialRow {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("CredentialRow")
+            .field("ns", &self.ns)
+            .field("version", &self.version)
+            .field("provider", &self.write.provider)
+            .field("kind", &self.write.kind)
+            .finish_non_exhaustive()
+    }
+}
+
+/// A provider: operator configuration. The document never holds the client secret, which is
+/// stored sealed beside it.
+#[derive(Clone)]
+pub struct ProviderRow {
+    pub name: String,
+    /// The provider document as JSON, without `client_secret`.
+    pub document: Vec<u8>,
+    pub client_secret: Option<Vec<u8>>,
+    pub created_at: Millis,
+    pub updated_at: Millis,
+}
+
+impl std::fmt::Debug for ProviderRow {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ProviderRow")
+            .field("name", &self.name)
+            .field("client_secret_set", &self.client_secret.is_some())
+            .finish_non_exhaustive()
+    }
 }
 
 /// An atomic unit of writes with its audit events.
@@ -200,6 +306,8 @@ pub struct AuthRecord {
     pub installation: Option<InstallationRow>,
     pub app_scopes: Vec<String>,
     pub app_ns: Option<Ns>,
+    /// The namespace of the installation's account (account credentials).
+    pub account_ns: Option<Ns>,
 }
 
 /// A new installation with its namespace key and first token.
@@ -274,6 +382,29 @@ pub trait Backend: Send + Sync + 'static {
     /// Deletes up to `limit` expired records; returns how many.
     async fn purge_expired(&self, limit: usize) -> Result<usize>;
 
+    /// A live credential under `key` in the first of `namespaces` that holds one.
+    async fn read_credential(&self, namespaces: &[Ns], key: &[u8])
+    -> Result<Option<CredentialRow>>;
+
+    /// Live credentials of all `namespaces` merged in key byte order; `secret` is left empty.
+    async fn list_credentials(
+        &self,
+        namespaces: &[Ns],
+        query: &ListQuery,
+    ) -> Result<Vec<CredentialRow>>;
+
+    /// Creates or updates a provider. With `keep_secret`, a stored client secret is kept when
+    /// `row.client_secret` is None. Returns the stored row and whether it was created.
+    async fn put_provider(
+        &self,
+        row: ProviderRow,
+        keep_secret: bool,
+        audit: AuditEvent,
+    ) -> Result<(ProviderRow, bool)>;
+    async fn get_provider(&self, name: &str) -> Result<Option<ProviderRow>>;
+    async fn list_providers(&self) -> Result<Vec<ProviderRow>>;
+    async fn delete_provider(&self, name: &str, audit: AuditEvent) -> Result<bool>;
+
     /// Deletes up to `limit` audit events older than `before` (retention); returns how many.
     async fn purge_audit(&self, before: Millis, limit: usize) -> Result<usize>;
 
@@ -299,13 +430,15 @@ pub trait Backend: Send + Sync + 'static {
     ) -> Result<(AccountRow, bool)>;
     async fn get_account(&self, account_id: &str) -> Result<Option<AccountRow>>;
     async fn list_accounts(&self) -> Result<Vec<AccountRow>>;
-    /// Deletes an account and every installation in it.
+    /// Deletes an account, every installation in it (as uninstall does), and the account's
+    /// namespace with its credentials.
     async fn delete_account(&self, account_id: &str, audit: AuditEvent) -> Result<bool>;
 
     async fn install(&self, new: NewInstallation, audit: AuditEvent) -> Result<InstallOutcome>;
     async fn get_installation(&self, installation_id: &str) -> Result<Option<InstallationRow>>;
     async fn list_installations(&self) -> Result<Vec<InstallationRow>>;
-    /// Deletes the installation's records, tokens and namespace (its key).
+    /// Deletes the installation's records, credentials, tokens and namespace (its key). The
+    /// account's credentials stay.
     async fn uninstall(&self, installation_id: &str, audit: AuditEvent) -> Result<bool>;
 
     /// Stores a token; for an installation token, fails with `NotFound` unless the installation

@@ -94,6 +94,16 @@ pub enum CoreError {
     Conflict(String),
     #[error("{0}")]
     Gone(String),
+    /// The proxy refuses the destination (not an allowed host, or an address class that is
+    /// never, or not for this provider, reachable).
+    #[error("{0}")]
+    DestinationForbidden(String),
+    /// The credential's grant was revoked; the OAuth flow must run again.
+    #[error("the credential's grant was revoked; run the OAuth flow again")]
+    ReconsentRequired,
+    /// The proxy could not reach the provider, timed out, or the answer was too large.
+    #[error("{0}")]
+    UpstreamFailed(String),
     #[error("precondition failed")]
     PreconditionFailed {
         /// The current version of the key, when it exists, for the `ETag` of the 412.
@@ -129,6 +139,9 @@ impl CoreError {
             CoreError::NotFound(_) => ErrorCode::NotFound,
             CoreError::Conflict(_) => ErrorCode::Conflict,
             CoreError::Gone(_) => ErrorCode::Gone,
+            CoreError::DestinationForbidden(_) => ErrorCode::DestinationForbidden,
+            CoreError::ReconsentRequired => ErrorCode::ReconsentRequired,
+            CoreError::UpstreamFailed(_) => ErrorCode::UpstreamFailed,
             CoreError::PreconditionFailed { .. } => ErrorCode::PreconditionFailed,
             CoreError::PayloadTooLarge(_) => ErrorCode::PayloadTooLarge,
             CoreError::UnsupportedMediaType(_) => ErrorCode::UnsupportedMediaType,

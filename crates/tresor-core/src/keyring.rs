@@ -99,17 +99,32 @@ pub fn namespace_context(ns: Ns) -> Vec<u8> {
 pub enum RecordPart {
     Value = 1,
     Description = 2,
+    CredentialSecret = 3,
+    CredentialMetadata = 4,
+}
+
+/// The store code credentials use in associated data: never a record store's code, so a
+/// credential ciphertext never opens as a record and the reverse.
+const CREDENTIALS_CODE: i64 = 100;
+
+/// The associated data of a credential's secret or metadata.
+pub fn credential_aad(ns: Ns, owner: &str, key: &[u8], part: RecordPart) -> Vec<u8> {
+    aad(ns, owner, CREDENTIALS_CODE, key, part)
 }
 
 /// The associated data of a record ciphertext: namespace, owner (account and installation, or
 /// app for the shared store), store, key and part. A ciphertext moved to another record, store,
 /// tenant or part fails to open.
 pub fn record_aad(ns: Ns, owner: &str, store: StoreKind, key: &[u8], part: RecordPart) -> Vec<u8> {
+    aad(ns, owner, store.code(), key, part)
+}
+
+fn aad(ns: Ns, owner: &str, store_code: i64, key: &[u8], part: RecordPart) -> Vec<u8> {
     let mut aad = Vec::with_capacity(48 + owner.len() + key.len());
     aad.extend_from_slice(b"tresor/record/v1\0");
     aad.extend_from_slice(&ns.to_be_bytes());
     push_prefixed(&mut aad, owner.as_bytes());
-    aad.extend_from_slice(&store.code().to_be_bytes());
+    aad.extend_from_slice(&store_code.to_be_bytes());
     push_prefixed(&mut aad, key);
     aad.push(part as u8);
     aad

@@ -4,6 +4,7 @@
 
 pub mod audit;
 pub mod backend;
+pub mod credentials;
 pub mod error;
 pub mod field_ops;
 pub mod json;

@@ -257,6 +257,8 @@ pub struct InstallationPrincipal {
     pub ns: Ns,
     /// The app's shared-store namespace.
     pub app_ns: Ns,
+    /// The account's namespace (account credentials).
+    pub account_ns: Ns,
     pub scopes: ScopeSet,
 }
 

@@ -59,7 +59,7 @@ impl Service {
         Ok(Some(issued))
     }
 
-    fn admin_event(
+    pub(super) fn admin_event(
         &self,
         p: &Principal,
         ctx: &RequestContext,
@@ -73,7 +73,13 @@ impl Service {
 
     /// Runs an admin action: checks the admin token, audits refusals (successes are audited
     /// inside their transaction by the backend).
-    async fn admin<T, F>(&self, p: &Principal, ctx: &RequestContext, op: &str, f: F) -> Result<T>
+    pub(super) async fn admin<T, F>(
+        &self,
+        p: &Principal,
+        ctx: &RequestContext,
+        op: &str,
+        f: F,
+    ) -> Result<T>
     where
         F: AsyncFnOnce() -> Result<T>,
     {
@@ -502,7 +508,7 @@ impl Service {
         r
     }
 
-    fn audit_read(&self, p: &Principal, ctx: &RequestContext, op: &str) -> Result<()> {
+    pub(super) fn audit_read(&self, p: &Principal, ctx: &RequestContext, op: &str) -> Result<()> {
         self.enqueue(vec![self.admin_event(p, ctx, op, 200)])
     }
 

@@ -59,6 +59,7 @@ impl Service {
             TokenKind::Installation => {
                 let inst = rec.installation.ok_or(CoreError::Unauthenticated)?;
                 let app_ns = rec.app_ns.ok_or(CoreError::Unauthenticated)?;
+                let account_ns = rec.account_ns.ok_or(CoreError::Unauthenticated)?;
                 // Scopes narrow with the app: a token never holds more than its app's manifest.
                 let app_scopes = Scope::validate_list(&rec.app_scopes)
                     .map_err(|_| CoreError::internal("stored app scopes do not parse"))?;
@@ -75,6 +76,7 @@ impl Service {
                     account_id: inst.account_id,
                     ns: inst.ns,
                     app_ns,
+                    account_ns,
                     scopes,
                 }))
             }

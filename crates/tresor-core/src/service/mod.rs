@@ -4,6 +4,7 @@
 
 mod admin;
 mod auth;
+mod credentials;
 mod records;
 
 use std::sync::Arc;
@@ -17,18 +18,25 @@ use crate::keyring::KeyRing;
 use crate::model::{Limits, Principal, now_millis};
 
 pub use admin::{Installed, IssuedTokenOut, RecordPage};
+pub use credentials::{
+    CredentialInput, CredentialMeta, CredentialPage, ProviderOut, UsableCredential,
+};
 pub use records::{
     Condition, OpOutput, OpRequest, RecordMeta, RecordOp, RecordOut, RecordWithValue,
 };
 
 /// The name under which the wrapped token pepper is kept in the backend's meta table.
 const PEPPER_META: &str = "token_pepper";
+/// The server-wide data key that seals provider client secrets.
+const SYSTEM_KEY_META: &str = "system_key";
 
 /// Everything a front end needs to serve the contract.
 pub struct Service {
     backend: Arc<dyn Backend>,
     keys: KeyRing,
     pepper: TokenPepper,
+    /// Seals operator secrets (provider client secrets).
+    system_key: tresor_crypto::DataKey,
     limits: Limits,
     /// MAC of `TRESOR_ADMIN_TOKEN`, when the operator set one.
     env_admin_mac: Option<[u8; 32]>,
@@ -71,10 +79,21 @@ impl Service {
             }
         };
         let env_admin_mac = env_admin_token.map(|t| pepper.mac(t));
+        let fresh = tresor_crypto::DataKey::generate()?;
+        let wrapped = root.wrap(&fresh, SYSTEM_KEY_META.as_bytes())?;
+        let stored = backend
+            .meta_get_or_insert(SYSTEM_KEY_META, &wrapped)
+            .await?;
+        let system_key = root
+            .unwrap(&stored, SYSTEM_KEY_META.as_bytes())
+            .map_err(|_| {
+                CoreError::Unavailable("the system key does not open: wrong key file".into())
+            })?;
         Ok(Service {
             backend,
             keys: KeyRing::new(root),
             pepper,
+            system_key,
             limits,
             env_admin_mac,
         })
