@@ -7,7 +7,8 @@ use tresor_core::CoreError;
 use tresor_core::audit::AuditEvent;
 use tresor_core::backend::{
     AccountRow, AppRow, Applied, Commit, DescriptionChange, Expiry, InstallOutcome,
-    InstallationRow, Mutation, NamespaceRow, NewInstallation, Precondition, TokenKind, TokenRow,
+    InstallationRow, Mutation, NamespaceRow, NewInstallation, Precondition, ProviderRow, TokenKind,
+    TokenRow,
 };
 use tresor_core::model::{Millis, Ns, StoreKind};
 
@@ -59,6 +60,15 @@ pub(crate) enum Op {
         token_id: String,
         audit: AuditEvent,
     },
+    PutProvider {
+        row: ProviderRow,
+        keep_secret: bool,
+        audit: AuditEvent,
+    },
+    DeleteProvider {
+        name: String,
+        audit: AuditEvent,
+    },
     PurgeExpired {
         limit: usize,
     },
@@ -75,6 +85,7 @@ pub(crate) enum Outcome {
     Meta(Vec<u8>),
     App(AppRow, bool),
     Account(AccountRow, bool),
+    Provider(ProviderRow, bool),
     Install(InstallOutcome),
     /// Whether something existed and was deleted.
     Deleted(bool),
@@ -258,8 +269,27 @@ fn apply(conn: &Connection, versions: &mut VersionCounter, op: Op) -> Result<Out
             insert_audit(conn, &audit)?;
             Ok(Outcome::Deleted(n > 0))
         }
-        Op::PurgeExpired { limit } => {
+        Op::PutProvider {
+            row,
+            keep_secret,
+            audit,
+        } => {
+            let out = put_provider(conn, row, keep_secret, now)?;
+            insert_audit(conn, &audit)?;
+            Ok(out)
+        }
+        Op::DeleteProvider { name, audit } => {
             let n = conn
+                .prepare_cached("DELETE FROM providers WHERE name = ?1")
+                .db()?
+                .execute([&name])
+                .db()?;
+            insert_audit(conn, &audit)?;
+            Ok(Outcome::Deleted(n > 0))
+        }
+        Op::PurgeExpired { limit } => {
+            // Records first, then credentials with what is left of the one budget.
+            let records = conn
                 .prepare_cached(
                     "DELETE FROM records WHERE (ns, store, key) IN \
                      (SELECT ns, store, key FROM records WHERE expires_at <= ?1 LIMIT ?2)",
@@ -267,7 +297,19 @@ fn apply(conn: &Connection, versions: &mut VersionCounter, op: Op) -> Result<Out
                 .db()?
                 .execute(params![now, i64::try_from(limit).unwrap_or(i64::MAX)])
                 .db()?;
-            Ok(Outcome::Purged(n))
+            let rest = limit.saturating_sub(records);
+            let credentials = if rest == 0 {
+                0
+            } else {
+                conn.prepare_cached(
+                    "DELETE FROM credentials WHERE (ns, key) IN \
+                     (SELECT ns, key FROM credentials WHERE expires_at <= ?1 LIMIT ?2)",
+                )
+                .db()?
+                .execute(params![now, i64::try_from(rest).unwrap_or(i64::MAX)])
+                .db()?
+            };
+            Ok(Outcome::Purged(records + credentials))
         }
         Op::PurgeAudit { before, limit } => {
             let n = conn
@@ -369,10 +411,11 @@ fn current(
     }
 }
 
-fn check(expect: Precondition, current: Option<&Current>) -> Result<()> {
+/// Does `expect` hold of a key whose live version is `current` (None: missing or expired)?
+fn check(expect: Precondition, current: Option<u64>) -> Result<()> {
     let holds = match expect {
         Precondition::Absent => current.is_none(),
-        Precondition::Version(v) => current.is_some_and(|c| c.version == v),
+        Precondition::Version(v) => current == Some(v),
         Precondition::Any => true,
     };
     if holds {
@@ -399,7 +442,7 @@ fn apply_mutation(
             expiry,
         } => {
             let current = current(conn, ns, store, &key, now)?;
-            check(expect, current.as_ref())?;
+            check(expect, current.as_ref().map(|c| c.version))?;
             let version = versions.next()?;
             let (created, created_at) = match &current {
                 Some(c) => (false, c.created_at),
@@ -450,7 +493,7 @@ fn apply_mutation(
             expect,
         } => {
             let current = current(conn, ns, store, &key, now)?;
-            check(expect, current.as_ref())?;
+            check(expect, current.as_ref().map(|c| c.version))?;
             // Removes an expired row too: it is absent already, and this saves the purge a visit.
             conn.prepare_cached("DELETE FROM records WHERE ns = ?1 AND store = ?2 AND key = ?3")
                 .db()?
@@ -464,9 +507,151 @@ fn apply_mutation(
             key,
             expect,
         } => {
-            check(expect, current(conn, ns, store, &key, now)?.as_ref())?;
+            check(
+                expect,
+                current(conn, ns, store, &key, now)?.map(|c| c.version),
+            )?;
             Ok(Applied::Checked)
         }
+        Mutation::PutCredential {
+            ns,
+            other_ns,
+            expect,
+            credential,
+            expiry,
+        } => {
+            // The precondition in `ns` first, then the shared key space: a live credential
+            // under the same key in `other_ns` refuses the write.
+            let current = current_credential(conn, ns, &credential.key, now)?;
+            check(expect, current.as_ref().map(|c| c.version))?;
+            // A namespace never shares its key space with itself.
+            if let Some(other) = other_ns.filter(|other| *other != ns)
+                && let Some(owner) = live_credential_owner(conn, other, &credential.key, now)?
+            {
+                let owner = queries::decode_owner(&owner)?;
+                return Err(CoreError::Conflict(format!(
+                    "the key is held by the {}'s credentials",
+                    owner.as_str()
+                )));
+            }
+            let version = versions.next()?;
+            let (created, created_at) = match &current {
+                Some(c) => (false, c.created_at),
+                None => (true, now),
+            };
+            let expires_at = match expiry {
+                Expiry::Keep => current.as_ref().and_then(|c| c.expires_at),
+                Expiry::Clear => None,
+                Expiry::In(secs) => Some(now.saturating_add(secs.saturating_mul(1000))),
+            };
+            let scopes = queries::encode_scopes(&credential.scopes)?;
+            conn.prepare_cached(
+                "INSERT INTO credentials (ns, key, owner, app_id, provider, kind, version, \
+                 created_at, updated_at, expires_at, token_expires_at, scopes, needs_reconsent, \
+                 metadata, secret, lease_until, lease_id) \
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, \
+                 NULL, NULL) \
+                 ON CONFLICT (ns, key) DO UPDATE SET owner = excluded.owner, \
+                 app_id = excluded.app_id, provider = excluded.provider, kind = excluded.kind, \
+                 version = excluded.version, \
+                 created_at = excluded.created_at, updated_at = excluded.updated_at, \
+                 expires_at = excluded.expires_at, token_expires_at = excluded.token_expires_at, \
+                 scopes = excluded.scopes, needs_reconsent = excluded.needs_reconsent, \
+                 metadata = excluded.metadata, secret = excluded.secret, lease_until = NULL, \
+                 lease_id = NULL",
+            )
+            .db()?
+            .execute(params![
+                ns,
+                credential.key,
+                credential.owner.as_str(),
+                credential.app_id,
+                credential.provider,
+                credential.kind,
+                as_i64(version)?,
+                created_at,
+                now,
+                expires_at,
+                credential.token_expires_at,
+                scopes,
+                credential.needs_reconsent,
+                credential.metadata,
+                credential.secret,
+            ])
+            .db()?;
+            Ok(Applied::Put {
+                version,
+                created,
+                created_at,
+                updated_at: now,
+                expires_at,
+            })
+        }
+        Mutation::DeleteCredential { ns, key, expect } => {
+            let current = current_credential(conn, ns, &key, now)?;
+            check(expect, current.as_ref().map(|c| c.version))?;
+            // Removes an expired row too, as a record delete does.
+            conn.prepare_cached("DELETE FROM credentials WHERE ns = ?1 AND key = ?2")
+                .db()?
+                .execute(params![ns, key])
+                .db()?;
+            Ok(Applied::Deleted)
+        }
+    }
+}
+
+/// The parts of a live credential that a write checks or keeps.
+struct CurrentCredential {
+    version: u64,
+    created_at: Millis,
+    expires_at: Option<Millis>,
+}
+
+fn current_credential(
+    conn: &Connection,
+    ns: Ns,
+    key: &[u8],
+    now: Millis,
+) -> Result<Option<CurrentCredential>> {
+    let row = conn
+        .prepare_cached(
+            "SELECT version, created_at, expires_at FROM credentials \
+             WHERE ns = ?1 AND key = ?2 AND (expires_at IS NULL OR expires_at > ?3)",
+        )
+        .db()?
+        .query_row(params![ns, key, now], |r| {
+            Ok((r.get::<_, i64>(0)?, r.get(1)?, r.get(2)?))
+        });
+    match row {
+        Ok((version, created_at, expires_at)) => Ok(Some(CurrentCredential {
+            version: u64::try_from(version)
+                .map_err(|_| CoreError::internal("a stored version is negative"))?,
+            created_at,
+            expires_at,
+        })),
+        Err(rusqlite::Error::QueryReturnedNoRows) => Ok(None),
+        Err(e) => Err(crate::error::from_sqlite(&e)),
+    }
+}
+
+/// The owner of a live credential under `key` in `ns`, if any.
+fn live_credential_owner(
+    conn: &Connection,
+    ns: Ns,
+    key: &[u8],
+    now: Millis,
+) -> Result<Option<String>> {
+    let row = conn
+        .prepare_cached(
+            "SELECT owner FROM credentials \
+             WHERE ns = ?1 AND key = ?2 AND (expires_at IS NULL OR expires_at > ?3)",
+        )
+        .db()?
+        .query_row(params![ns, key, now], |r| r.get(0));
+    match row {
+        Ok(owner) => Ok(Some(owner)),
+        Err(rusqlite::Error::QueryReturnedNoRows) => Ok(None),
+        Err(e) => Err(crate::error::from_sqlite(&e)),
     }
 }
 
@@ -505,10 +690,15 @@ fn insert_namespace(
     Ok(())
 }
 
-/// Deletes every record of a namespace and then the namespace row itself: its wrapped key is
-/// destroyed, so stray copies of its ciphertexts can no longer be opened (crypto-shredding).
+/// Deletes every record and credential of a namespace and then the namespace row itself: its
+/// wrapped key is destroyed, so stray copies of its ciphertexts can no longer be opened
+/// (crypto-shredding).
 fn destroy_namespace(conn: &Connection, ns: Ns) -> Result<()> {
     conn.prepare_cached("DELETE FROM records WHERE ns = ?1")
+        .db()?
+        .execute([ns])
+        .db()?;
+    conn.prepare_cached("DELETE FROM credentials WHERE ns = ?1")
         .db()?
         .execute([ns])
         .db()?;
@@ -554,6 +744,8 @@ fn put_app(
     Ok(Outcome::App(row, true))
 }
 
+/// Deletes an app with its installations and shared store. Account credentials its
+/// installations stored belong to the accounts and stay.
 fn delete_app(conn: &Connection, app_id: &str) -> Result<bool> {
     let Some(app) = queries::get_app(conn, app_id)? else {
         return Ok(false);
@@ -614,6 +806,49 @@ fn delete_account(conn: &Connection, account_id: &str) -> Result<bool> {
     Ok(true)
 }
 
+/// Creates or updates a provider by name: an update keeps `created_at`, and with `keep_secret`
+/// a missing client secret keeps the stored one.
+fn put_provider(
+    conn: &Connection,
+    row: ProviderRow,
+    keep_secret: bool,
+    now: Millis,
+) -> Result<Outcome> {
+    let existing = queries::get_provider(conn, &row.name)?;
+    let created = existing.is_none();
+    let (created_at, stored_secret) = match existing {
+        Some(old) => (old.created_at, old.client_secret),
+        None => (now, None),
+    };
+    let client_secret = match row.client_secret {
+        None if keep_secret => stored_secret,
+        given => given,
+    };
+    conn.prepare_cached(
+        "INSERT INTO providers (name, document, client_secret, created_at, updated_at) \
+         VALUES (?1, ?2, ?3, ?4, ?5) \
+         ON CONFLICT (name) DO UPDATE SET document = excluded.document, \
+         client_secret = excluded.client_secret, updated_at = excluded.updated_at",
+    )
+    .db()?
+    .execute(params![
+        row.name,
+        row.document,
+        client_secret,
+        created_at,
+        now
+    ])
+    .db()?;
+    let stored = ProviderRow {
+        name: row.name,
+        document: row.document,
+        client_secret,
+        created_at,
+        updated_at: now,
+    };
+    Ok(Outcome::Provider(stored, created))
+}
+
 fn install(conn: &Connection, new: NewInstallation, now: Millis) -> Result<InstallOutcome> {
     if let Some(existing) = queries::get_installation(conn, &new.installation_id)? {
         let same = existing.app_id == new.app_id && existing.account_id == new.account_id;
@@ -664,8 +899,9 @@ fn install(conn: &Connection, new: NewInstallation, now: Millis) -> Result<Insta
     }))
 }
 
-/// Removes an installation incarnation: its records (every store), tokens, namespace key and
-/// row. Also the step of deleting its app or account.
+/// Removes an installation incarnation: its records (every store), credentials, tokens,
+/// namespace key and row. Also the step of deleting its app or account. Its account's
+/// credentials live in the account's namespace and stay.
 fn uninstall(conn: &Connection, inst: &InstallationRow) -> Result<()> {
     conn.prepare_cached("DELETE FROM tokens WHERE installation_id = ?1 OR ns = ?2")
         .db()?

@@ -24,8 +24,8 @@ use async_trait::async_trait;
 use tresor_core::CoreError;
 use tresor_core::audit::{AuditEvent, AuditQuery};
 use tresor_core::backend::{
-    AccountRow, AppRow, Applied, AuthRecord, Backend, Commit, InstallOutcome, InstallationRow,
-    ListQuery, NamespaceRow, NewInstallation, StoredRecord, TokenRow,
+    AccountRow, AppRow, Applied, AuthRecord, Backend, Commit, CredentialRow, InstallOutcome,
+    InstallationRow, ListQuery, NamespaceRow, NewInstallation, ProviderRow, StoredRecord, TokenRow,
 };
 use tresor_core::model::{Ns, StoreKind, now_millis};
 
@@ -232,6 +232,67 @@ impl Backend for SqliteBackend {
     async fn purge_expired(&self, limit: usize) -> Result<usize> {
         match self.write(Op::PurgeExpired { limit }).await? {
             Outcome::Purged(n) => Ok(n),
+            _ => Err(mismatch()),
+        }
+    }
+
+    async fn read_credential(
+        &self,
+        namespaces: &[Ns],
+        key: &[u8],
+    ) -> Result<Option<CredentialRow>> {
+        let (namespaces, key) = (namespaces.to_vec(), key.to_vec());
+        self.readers
+            .run(move |conn| queries::read_credential(conn, &namespaces, &key, now_millis()))
+            .await
+    }
+
+    async fn list_credentials(
+        &self,
+        namespaces: &[Ns],
+        query: &ListQuery,
+    ) -> Result<Vec<CredentialRow>> {
+        let (namespaces, query) = (namespaces.to_vec(), query.clone());
+        self.readers
+            .run(move |conn| queries::list_credentials(conn, &namespaces, &query, now_millis()))
+            .await
+    }
+
+    async fn put_provider(
+        &self,
+        row: ProviderRow,
+        keep_secret: bool,
+        audit: AuditEvent,
+    ) -> Result<(ProviderRow, bool)> {
+        let op = Op::PutProvider {
+            row,
+            keep_secret,
+            audit,
+        };
+        match self.write(op).await? {
+            Outcome::Provider(row, created) => Ok((row, created)),
+            _ => Err(mismatch()),
+        }
+    }
+
+    async fn get_provider(&self, name: &str) -> Result<Option<ProviderRow>> {
+        let name = name.to_owned();
+        self.readers
+            .run(move |conn| queries::get_provider(conn, &name))
+            .await
+    }
+
+    async fn list_providers(&self) -> Result<Vec<ProviderRow>> {
+        self.readers.run(queries::list_providers).await
+    }
+
+    async fn delete_provider(&self, name: &str, audit: AuditEvent) -> Result<bool> {
+        let op = Op::DeleteProvider {
+            name: name.to_owned(),
+            audit,
+        };
+        match self.write(op).await? {
+            Outcome::Deleted(existed) => Ok(existed),
             _ => Err(mismatch()),
         }
     }

@@ -6,7 +6,8 @@ use rusqlite::{Connection, OptionalExtension, Row, params, params_from_iter};
 use tresor_core::CoreError;
 use tresor_core::audit::{AuditEvent, AuditQuery};
 use tresor_core::backend::{
-    AccountRow, AppRow, AuthRecord, InstallationRow, ListQuery, StoredRecord, TokenKind, TokenRow,
+    AccountRow, AppRow, AuthRecord, CredentialOwner, CredentialRow, CredentialWrite,
+    InstallationRow, ListQuery, ProviderRow, StoredRecord, TokenKind, TokenRow,
 };
 use tresor_core::model::{Millis, Ns, StoreKind};
 
@@ -54,19 +55,18 @@ pub(crate) fn list_records(
     if query.limit == 0 {
         return Ok(Vec::new());
     }
-    // Start after the cursor when it lies inside or past the prefix range, else at the prefix.
-    let (lower, exclusive) = match &query.after {
-        Some(after) if after.as_slice() >= query.prefix.as_slice() => (after.as_slice(), true),
-        _ => (query.prefix.as_slice(), false),
-    };
-    let upper = prefix_successor(&query.prefix);
+    let KeyRange {
+        lower,
+        exclusive,
+        upper,
+    } = KeyRange::of(query);
     let sql = match (exclusive, upper.is_some()) {
         (false, false) => LIST_FROM,
         (false, true) => LIST_FROM_TO,
         (true, false) => LIST_AFTER,
         (true, true) => LIST_AFTER_TO,
     };
-    let limit = i64::try_from(query.limit).unwrap_or(i64::MAX);
+    let limit = sql_limit(query.limit);
     let mut stmt = conn.prepare_cached(sql).db()?;
     let rows = match &upper {
         Some(upper) => stmt.query_map(
@@ -109,6 +109,36 @@ const LIST_FROM_TO: &str = list_sql!("key >= ?3 AND key < ?6");
 const LIST_AFTER: &str = list_sql!("key > ?3");
 const LIST_AFTER_TO: &str = list_sql!("key > ?3 AND key < ?6");
 
+/// The key bounds of a list page: a key range (not a `LIKE`), so the scan uses the primary key
+/// and stops at the end of the prefix.
+struct KeyRange<'q> {
+    lower: &'q [u8],
+    /// Whether `lower` itself is excluded (it is the cursor).
+    exclusive: bool,
+    /// Exclusive upper bound; `None` when the prefix has no end.
+    upper: Option<Vec<u8>>,
+}
+
+impl<'q> KeyRange<'q> {
+    fn of(query: &'q ListQuery) -> KeyRange<'q> {
+        // Start after the cursor when it lies inside or past the prefix range, else at the prefix.
+        let (lower, exclusive) = match &query.after {
+            Some(after) if after.as_slice() >= query.prefix.as_slice() => (after.as_slice(), true),
+            _ => (query.prefix.as_slice(), false),
+        };
+        KeyRange {
+            lower,
+            exclusive,
+            upper: prefix_successor(&query.prefix),
+        }
+    }
+}
+
+/// A `LIMIT` argument: SQLite takes an i64.
+fn sql_limit(limit: usize) -> i64 {
+    i64::try_from(limit).unwrap_or(i64::MAX)
+}
+
 /// The smallest byte string greater than every string starting with `prefix`, or `None` when
 /// there is none (an empty prefix or one made only of 0xFF bytes).
 pub(crate) fn prefix_successor(prefix: &[u8]) -> Option<Vec<u8>> {
@@ -120,6 +150,214 @@ pub(crate) fn prefix_successor(prefix: &[u8]) -> Option<Vec<u8>> {
         }
     }
     None
+}
+
+/// A credential's columns but its secret (lists never read it), in [`credential_row`]'s order.
+macro_rules! credential_meta_columns {
+    () => {
+        "ns, key, owner, app_id, provider, kind, version, created_at, updated_at, expires_at, \
+         token_expires_at, scopes, needs_reconsent, metadata, lease_until, lease_id"
+    };
+}
+
+/// The live credential under `key` in the first of `namespaces` that holds one: one primary-key
+/// lookup per namespace, in the caller's order (an installation's own before its account's).
+pub(crate) fn read_credential(
+    conn: &Connection,
+    namespaces: &[Ns],
+    key: &[u8],
+    now: Millis,
+) -> Result<Option<CredentialRow>> {
+    in_snapshot(conn, || {
+        let mut stmt = conn
+            .prepare_cached(concat!(
+                "SELECT ",
+                credential_meta_columns!(),
+                ", secret FROM credentials \
+                 WHERE ns = ?1 AND key = ?2 AND (expires_at IS NULL OR expires_at > ?3)"
+            ))
+            .db()?;
+        for &ns in namespaces {
+            let row = stmt
+                .query_row(params![ns, key, now], |r| credential_row(r, true))
+                .optional()
+                .db()?;
+            if let Some(row) = row {
+                return row.map(Some);
+            }
+        }
+        Ok(None)
+    })
+}
+
+/// One page of live credentials of several namespaces, merged in key byte order (then by
+/// namespace), without their secrets. Each namespace is a primary-key range scan of at most
+/// `limit` rows; the merge keeps the first `limit`.
+pub(crate) fn list_credentials(
+    conn: &Connection,
+    namespaces: &[Ns],
+    query: &ListQuery,
+    now: Millis,
+) -> Result<Vec<CredentialRow>> {
+    if query.limit == 0 {
+        return Ok(Vec::new());
+    }
+    let KeyRange {
+        lower,
+        exclusive,
+        upper,
+    } = KeyRange::of(query);
+    let sql = match (exclusive, upper.is_some()) {
+        (false, false) => CREDENTIALS_FROM,
+        (false, true) => CREDENTIALS_FROM_TO,
+        (true, false) => CREDENTIALS_AFTER,
+        (true, true) => CREDENTIALS_AFTER_TO,
+    };
+    let limit = sql_limit(query.limit);
+    let mut merged = Vec::new();
+    in_snapshot(conn, || {
+        let mut stmt = conn.prepare_cached(sql).db()?;
+        let mut seen: Vec<Ns> = Vec::with_capacity(namespaces.len());
+        for &ns in namespaces {
+            // A namespace named twice is listed once.
+            if seen.contains(&ns) {
+                continue;
+            }
+            seen.push(ns);
+            let rows = match &upper {
+                Some(upper) => {
+                    stmt.query_map(params![ns, lower, now, limit, upper], list_credential_row)
+                }
+                None => stmt.query_map(params![ns, lower, now, limit], list_credential_row),
+            }
+            .db()?;
+            for row in rows {
+                merged.push(row.db()??);
+            }
+        }
+        Ok(())
+    })?;
+    merged.sort_by(|a, b| a.write.key.cmp(&b.write.key).then(a.ns.cmp(&b.ns)));
+    merged.truncate(query.limit);
+    Ok(merged)
+}
+
+/// Builds a credential list statement from its key bounds: `?2` the lower bound, `?5` the upper
+/// one. The secret is not among the columns.
+macro_rules! credentials_sql {
+    ($bounds:literal) => {
+        concat!(
+            "SELECT ",
+            credential_meta_columns!(),
+            " FROM credentials WHERE ns = ?1 AND (expires_at IS NULL OR expires_at > ?3) AND ",
+            $bounds,
+            " ORDER BY key LIMIT ?4"
+        )
+    };
+}
+
+const CREDENTIALS_FROM: &str = credentials_sql!("key >= ?2");
+const CREDENTIALS_FROM_TO: &str = credentials_sql!("key >= ?2 AND key < ?5");
+const CREDENTIALS_AFTER: &str = credentials_sql!("key > ?2");
+const CREDENTIALS_AFTER_TO: &str = credentials_sql!("key > ?2 AND key < ?5");
+
+/// Runs `read` on one snapshot of the database, so that its statements all see the same
+/// commits (a key moved between two namespaces by one commit is seen once). Inside a transaction
+/// already (the writer's), it simply runs there.
+fn in_snapshot<T>(conn: &Connection, read: impl FnOnce() -> Result<T>) -> Result<T> {
+    if !conn.is_autocommit() {
+        return read();
+    }
+    let tx = conn.unchecked_transaction().db()?;
+    let out = read()?;
+    tx.commit().db()?;
+    Ok(out)
+}
+
+/// A listed credential: everything but its secret, which was not even selected.
+fn list_credential_row(r: &Row<'_>) -> rusqlite::Result<Result<CredentialRow>> {
+    credential_row(r, false)
+}
+
+/// The owner stored in a credential row.
+pub(crate) fn decode_owner(text: &str) -> Result<CredentialOwner> {
+    CredentialOwner::parse(text)
+        .ok_or_else(|| CoreError::internal(format!("unknown stored credential owner `{text}`")))
+}
+
+/// A credential row in the column order of `credential_meta_columns!`, followed by `secret`
+/// when `with_secret`; without it the secret is left empty. The inner `Result` carries a
+/// decoding failure of the stored owner or scopes.
+fn credential_row(r: &Row<'_>, with_secret: bool) -> rusqlite::Result<Result<CredentialRow>> {
+    let ns: Ns = r.get(0)?;
+    let key: Vec<u8> = r.get(1)?;
+    let owner: String = r.get(2)?;
+    let app_id: String = r.get(3)?;
+    let provider: String = r.get(4)?;
+    let kind: String = r.get(5)?;
+    let version = get_version(r, 6)?;
+    let created_at: Millis = r.get(7)?;
+    let updated_at: Millis = r.get(8)?;
+    let expires_at: Option<Millis> = r.get(9)?;
+    let token_expires_at: Option<Millis> = r.get(10)?;
+    let scopes: String = r.get(11)?;
+    let needs_reconsent: bool = r.get(12)?;
+    let metadata: Vec<u8> = r.get(13)?;
+    let lease_until: Option<Millis> = r.get(14)?;
+    let lease_id: Option<String> = r.get(15)?;
+    let secret: Vec<u8> = if with_secret { r.get(16)? } else { Vec::new() };
+    Ok((|| {
+        Ok(CredentialRow {
+            ns,
+            write: CredentialWrite {
+                key,
+                owner: decode_owner(&owner)?,
+                app_id,
+                provider,
+                kind,
+                token_expires_at,
+                scopes: decode_scopes(&scopes)?,
+                needs_reconsent,
+                metadata,
+                secret,
+            },
+            version,
+            created_at,
+            updated_at,
+            expires_at,
+            lease_until,
+            lease_id,
+        })
+    })())
+}
+
+const PROVIDER_COLUMNS: &str =
+    "SELECT name, document, client_secret, created_at, updated_at FROM providers";
+
+pub(crate) fn get_provider(conn: &Connection, name: &str) -> Result<Option<ProviderRow>> {
+    conn.prepare_cached(&format!("{PROVIDER_COLUMNS} WHERE name = ?1"))
+        .db()?
+        .query_row([name], provider_row)
+        .optional()
+        .db()
+}
+
+pub(crate) fn list_providers(conn: &Connection) -> Result<Vec<ProviderRow>> {
+    let mut stmt = conn
+        .prepare_cached(&format!("{PROVIDER_COLUMNS} ORDER BY name"))
+        .db()?;
+    let rows = stmt.query_map([], provider_row).db()?;
+    rows.collect::<rusqlite::Result<Vec<_>>>().db()
+}
+
+fn provider_row(r: &Row<'_>) -> rusqlite::Result<ProviderRow> {
+    Ok(ProviderRow {
+        name: r.get(0)?,
+        document: r.get(1)?,
+        client_secret: r.get(2)?,
+        created_at: r.get(3)?,
+        updated_at: r.get(4)?,
+    })
 }
 
 pub(crate) fn meta_get(conn: &Connection, name: &str) -> Result<Option<Vec<u8>>> {
@@ -145,18 +383,19 @@ pub(crate) fn namespace_exists(conn: &Connection, ns: Ns) -> Result<bool> {
         .db()
 }
 
-/// The token with its live installation and app, in one statement. An installation token whose
-/// installation incarnation (or app) is gone is no token at all.
+/// The token with its live installation, app and account, in one statement. An installation
+/// token whose installation incarnation (or app, or account) is gone is no token at all.
 pub(crate) fn authenticate(conn: &Connection, token_id: &str) -> Result<Option<AuthRecord>> {
     let row = conn
         .prepare_cached(
             "SELECT t.token_id, t.mac, t.kind, t.installation_id, t.ns, t.scopes, t.expires_at, \
                     t.created_at, \
                     i.installation_id, i.app_id, i.account_id, i.ns, i.created_at, \
-                    a.scopes, a.ns \
+                    a.scopes, a.ns, c.ns \
              FROM tokens t \
              LEFT JOIN installations i ON i.installation_id = t.installation_id AND i.ns = t.ns \
              LEFT JOIN apps a ON a.app_id = i.app_id \
+             LEFT JOIN accounts c ON c.account_id = i.account_id \
              WHERE t.token_id = ?1",
         )
         .db()?
@@ -174,15 +413,18 @@ pub(crate) fn authenticate(conn: &Connection, token_id: &str) -> Result<Option<A
             };
             let app_scopes: Option<String> = r.get(13)?;
             let app_ns: Option<Ns> = r.get(14)?;
-            Ok((token, installation, app_scopes, app_ns))
+            let account_ns: Option<Ns> = r.get(15)?;
+            Ok((token, installation, app_scopes, app_ns, account_ns))
         })
         .optional()
         .db()?;
-    let Some((token, installation, app_scopes, app_ns)) = row else {
+    let Some((token, installation, app_scopes, app_ns, account_ns)) = row else {
         return Ok(None);
     };
     let token = token?;
-    if token.kind == TokenKind::Installation && (installation.is_none() || app_ns.is_none()) {
+    if token.kind == TokenKind::Installation
+        && (installation.is_none() || app_ns.is_none() || account_ns.is_none())
+    {
         return Ok(None);
     }
     let app_scopes = match app_scopes {
@@ -194,6 +436,7 @@ pub(crate) fn authenticate(conn: &Connection, token_id: &str) -> Result<Option<A
         installation,
         app_scopes,
         app_ns,
+        account_ns,
     }))
 }
 

@@ -121,7 +121,7 @@ fn migrate(conn: &mut Connection) -> Result<(), CoreError> {
 }
 
 /// The migrations, in order; entry `i` brings the schema to version `i + 1`.
-const MIGRATIONS: &[&str] = &[MIGRATION_1];
+const MIGRATIONS: &[&str] = &[MIGRATION_1, MIGRATION_2];
 
 /// The first schema. Keys are BLOBs so that they compare as bytes (memcmp), which is the
 /// contract's key order. Namespace ids are random, so a reinstall never meets old rows.
@@ -218,6 +218,52 @@ CREATE INDEX audit_by_installation ON audit (installation_id, id);
 CREATE INDEX audit_by_account ON audit (account_id, id);
 ";
 
+/// Write-only credentials and OAuth providers. A credential lives in the namespace of its owner
+/// (an installation's or an account's); `owner` and `app_id` say who stored it, `scopes` is a
+/// JSON array like `apps.scopes`, `metadata` and `secret` are sealed. `lease_*` is the refresh
+/// lease of single-flight token refreshes. A provider's document is operator configuration in
+/// the clear; its client secret is sealed beside it.
+const MIGRATION_2: &str = "
+CREATE TABLE credentials (
+    ns               INTEGER NOT NULL,
+    key              BLOB NOT NULL,
+    owner            TEXT NOT NULL,
+    app_id           TEXT NOT NULL,
+    provider         TEXT NOT NULL,
+    kind             TEXT NOT NULL,
+    version          INTEGER NOT NULL,
+    created_at       INTEGER NOT NULL,
+    updated_at       INTEGER NOT NULL,
+    expires_at       INTEGER,
+    token_expires_at INTEGER,
+    scopes           TEXT NOT NULL,
+    needs_reconsent  INTEGER NOT NULL,
+    metadata         BLOB NOT NULL,
+    secret           BLOB NOT NULL,
+    lease_until      INTEGER,
+    lease_id         TEXT,
+    PRIMARY KEY (ns, key)
+) WITHOUT ROWID;
+CREATE INDEX credentials_by_expiry ON credentials (expires_at) WHERE expires_at IS NOT NULL;
+
+CREATE TABLE providers (
+    name          TEXT PRIMARY KEY,
+    document      BLOB NOT NULL,
+    client_secret BLOB,
+    created_at    INTEGER NOT NULL,
+    updated_at    INTEGER NOT NULL
+);
+";
+
+/// Creates a database as the first release left it: schema version 1, nothing else.
+#[cfg(test)]
+pub(crate) fn create_version_1(path: &Path) -> Result<Connection, CoreError> {
+    let conn = Connection::open(path).db()?;
+    conn.execute_batch(MIGRATION_1).db()?;
+    conn.pragma_update(None, "user_version", 1).db()?;
+    Ok(conn)
+}
+
 /// Sets `user_version` past what this release knows, to test the refusal.
 #[cfg(test)]
 pub(crate) fn force_version(path: &Path, version: i64) -> Result<(), CoreError> {
@@ -249,6 +295,76 @@ mod tests {
             let mode = std::fs::metadata(&path).unwrap().permissions().mode();
             assert_eq!(mode & 0o777, 0o600);
         }
+    }
+
+    fn table_names(conn: &Connection) -> Vec<String> {
+        let mut stmt = conn
+            .prepare("SELECT name FROM sqlite_master WHERE type = 'table' ORDER BY name")
+            .unwrap();
+        let names = stmt.query_map([], |r| r.get(0)).unwrap();
+        names.collect::<rusqlite::Result<_>>().unwrap()
+    }
+
+    #[test]
+    fn a_version_1_database_is_migrated_and_keeps_its_data() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("t.db");
+        {
+            let conn = create_version_1(&path).unwrap();
+            conn.execute(
+                "INSERT INTO records (ns, store, key, version, created_at, updated_at, value) \
+                 VALUES (1, 1, x'6b', 7, 1, 1, x'00')",
+                [],
+            )
+            .unwrap();
+            conn.execute(
+                "UPDATE counters SET value = 7 WHERE name = 'record_version'",
+                [],
+            )
+            .unwrap();
+            let tables = table_names(&conn);
+            assert!(!tables.contains(&"credentials".to_owned()), "{tables:?}");
+        }
+        let conn = open_writer(&path).unwrap();
+        assert_eq!(stored_version(&conn).unwrap(), SCHEMA_VERSION);
+        assert_eq!(SCHEMA_VERSION, 2);
+        let tables = table_names(&conn);
+        for table in ["credentials", "providers", "records", "counters"] {
+            assert!(tables.contains(&table.to_owned()), "{table}: {tables:?}");
+        }
+        let index: i64 = conn
+            .query_row(
+                "SELECT COUNT(*) FROM sqlite_master \
+                 WHERE type = 'index' AND name = 'credentials_by_expiry'",
+                [],
+                |r| r.get(0),
+            )
+            .unwrap();
+        assert_eq!(index, 1);
+        let kept: (i64, i64) = conn
+            .query_row(
+                "SELECT (SELECT version FROM records WHERE key = x'6b'), \
+                        (SELECT value FROM counters WHERE name = 'record_version')",
+                [],
+                |r| Ok((r.get(0)?, r.get(1)?)),
+            )
+            .unwrap();
+        assert_eq!(kept, (7, 7), "the migration keeps records and the counter");
+        conn.execute(
+            "INSERT INTO credentials (ns, key, owner, app_id, provider, kind, version, \
+             created_at, updated_at, scopes, needs_reconsent, metadata, secret) \
+             VALUES (1, x'6b', 'installation', 'app', 'p', 'api_key', 8, 1, 1, '[]', 0, x'', x'')",
+            [],
+        )
+        .unwrap();
+        drop(conn);
+        // Opening again applies nothing more.
+        let conn = open_writer(&path).unwrap();
+        assert_eq!(stored_version(&conn).unwrap(), SCHEMA_VERSION);
+        let n: i64 = conn
+            .query_row("SELECT COUNT(*) FROM credentials", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!(n, 1);
     }
 
     #[test]

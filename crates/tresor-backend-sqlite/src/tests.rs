@@ -6,7 +6,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use tresor_core::ErrorCode;
-use tresor_core::backend::{DescriptionChange, Expiry, Mutation, Precondition};
+use tresor_core::backend::{
+    CredentialOwner, CredentialWrite, DescriptionChange, Expiry, Mutation, Precondition,
+};
 
 use super::*;
 
@@ -268,6 +270,73 @@ async fn a_newer_schema_is_refused() {
         .expect("a newer schema is refused");
     assert_eq!(err.code(), ErrorCode::Unavailable);
     assert!(err.to_string().contains("newer"), "{err}");
+}
+
+#[tokio::test]
+async fn a_version_1_database_opens_with_credentials_and_providers() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    {
+        let conn = schema::create_version_1(&dir.path().join(DATABASE_FILE)).expect("v1");
+        conn.execute_batch(
+            "INSERT INTO records (ns, store, key, version, created_at, updated_at, value) \
+             VALUES (1, 3, x'6f6c64', 41, 1, 1, x'01'); \
+             UPDATE counters SET value = 41 WHERE name = 'record_version';",
+        )
+        .expect("v1 data");
+    }
+    let b = open(dir.path());
+    assert!(
+        b.read_record(1, StoreKind::Kv, b"old")
+            .await
+            .expect("read")
+            .is_some_and(|r| r.version == 41),
+        "the v1 record survives the migration"
+    );
+    let write = CredentialWrite {
+        key: b"cred".to_vec(),
+        owner: CredentialOwner::Installation,
+        app_id: "app".into(),
+        provider: "p".into(),
+        kind: "api_key".into(),
+        token_expires_at: None,
+        scopes: Vec::new(),
+        needs_reconsent: false,
+        metadata: vec![1],
+        secret: vec![2],
+    };
+    let applied = b
+        .commit(Commit {
+            guards: Vec::new(),
+            mutations: vec![Mutation::PutCredential {
+                ns: 1,
+                other_ns: None,
+                expect: Precondition::Absent,
+                credential: write,
+                expiry: Expiry::Clear,
+            }],
+            audit: vec![event("put_credential")],
+        })
+        .await
+        .expect("a credential put on the migrated database");
+    assert!(version(&applied) > 41, "the v1 counter goes on");
+    let row = b
+        .read_credential(&[1], b"cred")
+        .await
+        .expect("read")
+        .expect("stored");
+    assert_eq!(row.write.secret, [2]);
+    let provider = ProviderRow {
+        name: "p".into(),
+        document: b"{}".to_vec(),
+        client_secret: None,
+        created_at: 0,
+        updated_at: 0,
+    };
+    let (_, created) = b
+        .put_provider(provider, true, event("put_provider"))
+        .await
+        .expect("put_provider");
+    assert!(created);
 }
 
 #[tokio::test]

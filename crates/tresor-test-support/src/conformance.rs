@@ -12,6 +12,7 @@
 
 mod admin;
 mod audit;
+mod credentials;
 mod helpers;
 mod model;
 mod records;
@@ -25,6 +26,7 @@ use tresor_core::backend::Backend;
 
 pub use admin::*;
 pub use audit::*;
+pub use credentials::*;
 pub use model::{ModelExpect, ModelOp, check_against_model, model_property};
 pub use records::*;
 
@@ -87,6 +89,22 @@ macro_rules! conformance_tests {
             audit_filters_and_paging,
             purge_expired_removes_expired_rows,
             purge_audit_removes_old_events,
+            credential_put_then_read_round_trips,
+            credential_versions_share_the_record_counter,
+            credential_preconditions,
+            credential_key_space_is_shared_with_the_other_owner,
+            read_credential_follows_namespace_order,
+            list_credentials_merges_namespaces_in_byte_order,
+            expired_credentials_disappear,
+            delete_credential_removes_it,
+            credential_commits_need_their_guards,
+            uninstall_removes_installation_credentials_only,
+            delete_account_removes_account_credentials,
+            delete_app_removes_its_installations_credentials,
+            authenticate_returns_the_account_namespace,
+            providers_create_update_get_list_delete,
+            provider_client_secret_is_kept_replaced_or_cleared,
+            purge_expired_removes_expired_credentials,
         );
     };
     (@cases $make:expr; $($case:ident),* $(,)?) => {
@@ -147,6 +165,22 @@ where
         audit_filters_and_paging,
         purge_expired_removes_expired_rows,
         purge_audit_removes_old_events,
+        credential_put_then_read_round_trips,
+        credential_versions_share_the_record_counter,
+        credential_preconditions,
+        credential_key_space_is_shared_with_the_other_owner,
+        read_credential_follows_namespace_order,
+        list_credentials_merges_namespaces_in_byte_order,
+        expired_credentials_disappear,
+        delete_credential_removes_it,
+        credential_commits_need_their_guards,
+        uninstall_removes_installation_credentials_only,
+        delete_account_removes_account_credentials,
+        delete_app_removes_its_installations_credentials,
+        authenticate_returns_the_account_namespace,
+        providers_create_update_get_list_delete,
+        provider_client_secret_is_kept_replaced_or_cleared,
+        purge_expired_removes_expired_credentials,
     );
     let fixture = make().await;
     let mut runner = TestRunner::deterministic();
