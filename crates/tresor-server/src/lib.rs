@@ -4,9 +4,11 @@
 
 mod admin;
 mod context;
+mod credentials;
 mod error;
 mod metrics;
 pub mod openapi;
+pub mod proxy;
 mod records;
 mod render;
 mod request;
@@ -39,6 +41,8 @@ pub struct AppState {
     pub service: Arc<Service>,
     pub metrics: Arc<Metrics>,
     pub extra_metrics: Option<ExtraMetrics>,
+    /// Time and size caps of the request proxy.
+    pub proxy_limits: proxy::forward::ProxyLimits,
 }
 
 /// How to listen.
@@ -149,20 +153,45 @@ pub fn router(state: AppState) -> Router {
         r = r.route(path, mr);
     }
 
+    let st = state.clone();
+    let cred = move |req: Request| {
+        let st = st.clone();
+        async move { credentials::credential_route(st, req).await }
+    };
+    let st = state.clone();
+    let cred_list = move |req: Request| {
+        let st = st.clone();
+        async move { credentials::credential_list_route(st, req).await }
+    };
+    let st = state.clone();
+    let proxy = move |req: Request| {
+        let st = st.clone();
+        async move { credentials::request_route(st, req).await }
+    };
+    let st = state.clone();
+    let provider = move |req: Request| {
+        let st = st.clone();
+        async move { credentials::provider_route(st, req).await }
+    };
+    r = r
+        .route("/v1/credentials", get(cred_list))
+        .route(
+            "/v1/credentials/{key}",
+            get(cred.clone()).put(cred.clone()).delete(cred),
+        )
+        .route("/v1/credentials/{key}/request", post(proxy))
+        .route("/v1/admin/providers", get(provider.clone()))
+        .route(
+            "/v1/admin/providers/{name}",
+            get(provider.clone()).put(provider.clone()).delete(provider),
+        );
+
     // Routes of later releases answer plainly instead of 404.
     for (path, what) in [
-        ("/v1/credentials", "credentials"),
-        ("/v1/credentials/{key}", "credentials"),
-        (
-            "/v1/credentials/{key}/request",
-            "the authenticated request proxy",
-        ),
         ("/v1/oauth/flows", "OAuth flows"),
         ("/v1/oauth/flows/{id}", "OAuth flows"),
         ("/v1/oauth/flows/{id}/complete", "OAuth flows"),
         ("/v1/oauth/callback", "the OAuth callback"),
-        ("/v1/admin/providers", "providers"),
-        ("/v1/admin/providers/{name}", "providers"),
         ("/v1/admin/keys", "root key rotation"),
         ("/v1/admin/keys/rotate", "root key rotation"),
     ] {

@@ -15,6 +15,7 @@ pub fn document() -> Value {
         paths.insert(format!("/v1/{s}/{{key}}/ops"), ops_path(s));
     }
     paths.insert("/v1/batch".into(), batch_path());
+    credential_paths(&mut paths);
     admin_paths(&mut paths);
     for (p, summary) in [
         ("/healthz", "Liveness: the process answers."),
@@ -51,7 +52,8 @@ pub fn document() -> Value {
                 PATCH also accepts Content-Type application/json; field ops that return stored \
                 values (increment, list_pop, list_peek, set_contains) need the store's read \
                 scope; DELETE ?fields= on a non-object value is 409; features of later releases \
-                (credentials, OAuth, providers, key rotation) answer 501 not_implemented.",
+                (OAuth flows, key rotation) answer 501 not_implemented; a \
+                provider document answers `oauth2.client_secret_set` in place of the secret.",
         },
         "servers": [{"url": "/"}],
         "security": [{"bearer": []}],
@@ -186,6 +188,54 @@ fn batch_path() -> Value {
     }})
 }
 
+fn credential_paths(paths: &mut Map<String, Value>) {
+    paths.insert(
+        "/v1/credentials".into(),
+        json!({"get": {
+            "summary": "List credential metadata (own and the account's), never secrets.",
+            "parameters": [
+                query("prefix", json!({"type": "string"}), ""),
+                query("limit", json!({"type": "integer", "minimum": 1, "maximum": 1000}), ""),
+                query("cursor", json!({"type": "string"}), ""),
+            ],
+            "responses": with_ok(std_errors(&[]), "200", json_body("CredentialPage", "a page")),
+        }}),
+    );
+    let mut put_resp = std_errors(&[
+        ("409", "the other owner holds the key"),
+        ("413", "too large"),
+        ("415", "wrong content type"),
+    ]);
+    put_resp.insert("200".into(), json_body("CredentialMeta", "replaced"));
+    paths.insert("/v1/credentials/{key}".into(), json!({
+        "parameters": [key_param()],
+        "get": {"summary": "Credential metadata.", "responses": with_ok(std_errors(&[("404", "no such credential")]), "200", json_body("CredentialMeta", "metadata"))},
+        "put": {"summary": "Store a credential (write-only).",
+            "requestBody": {"required": true, "content": {"application/json": {"schema": {"$ref": "#/components/schemas/CredentialBody"}}}},
+            "responses": with_ok(put_resp, "201", json_body("CredentialMeta", "created"))},
+        "delete": {"summary": "Delete (204 also when missing).", "responses": with_ok(std_errors(&[]), "204", json!({"description": "deleted"}))},
+    }));
+    paths.insert("/v1/credentials/{key}/request".into(), json!({
+        "parameters": [key_param()],
+        "post": {"summary": "Make an authenticated request to the credential's provider; the host injects the credential and redacts it from the answer.",
+            "requestBody": {"required": true, "content": {"application/json": {"schema": {"$ref": "#/components/schemas/ProxyRequest"}}}},
+            "responses": with_ok(std_errors(&[("404", "no such credential"), ("409", "reconsent_required or an unusable credential"), ("502", "upstream_failed")]), "200", json_body("ProxyAnswer", "the upstream's answer"))},
+    }));
+    let doc = json!({"description": "the provider document without secrets", "content": {"application/json": {"schema": {"type": "object"}}}});
+    let errs = || std_errors(&[("404", "no such provider")]);
+    paths.insert("/v1/admin/providers".into(), json!({"get": {"summary": "List providers.", "responses": with_ok(errs(), "200", doc.clone())}}));
+    let mut put_resp = errs();
+    put_resp.insert("200".into(), doc.clone());
+    paths.insert("/v1/admin/providers/{name}".into(), json!({
+        "parameters": [{"name": "name", "in": "path", "required": true, "schema": {"type": "string", "pattern": "^[A-Za-z0-9._:-]{1,128}$"}}],
+        "get": {"summary": "Read a provider (`oauth2.client_secret_set` instead of the secret).", "responses": with_ok(errs(), "200", doc.clone())},
+        "put": {"summary": "Configure a provider; a PUT without `oauth2.client_secret` keeps the stored one.",
+            "requestBody": {"required": true, "content": {"application/json": {"schema": {"type": "object", "required": ["base_url", "inject"]}}}},
+            "responses": with_ok(put_resp, "201", doc)},
+        "delete": {"summary": "Delete a provider.", "responses": with_ok(errs(), "204", json!({"description": "deleted"}))},
+    }));
+}
+
 fn admin_paths(paths: &mut Map<String, Value>) {
     let doc = |summary: &str| json!({"description": summary, "content": {"application/json": {"schema": {"type": "object"}}}});
     let id = |name: &str| json!({"name": name, "in": "path", "required": true, "schema": {"type": "string", "pattern": "^[A-Za-z0-9._:-]{1,128}$"}});
@@ -315,6 +365,27 @@ fn components() -> Value {
                 "operation": {"type": "string"}, "store": {"type": ["string", "null"]},
                 "key": {"type": ["string", "null"]}, "status": {"type": "integer"},
                 "remote_addr": {"type": ["string", "null"]}}},
+            "CredentialMeta": {"type": "object", "required": ["key", "owner", "provider", "kind", "version", "created_at", "updated_at", "expires_at", "token_expires_at", "scopes", "metadata", "needs_reconsent"], "properties": {
+                "key": {"type": "string"}, "owner": {"type": "string", "enum": ["installation", "account"]},
+                "provider": {"type": "string"}, "kind": {"type": "string", "enum": ["oauth2", "api_key", "basic", "client_credentials"]},
+                "version": {"type": "integer"}, "created_at": ts, "updated_at": ts, "expires_at": ts_or_null,
+                "token_expires_at": ts_or_null, "scopes": {"type": "array", "items": {"type": "string"}},
+                "metadata": {"type": "object"}, "needs_reconsent": {"type": "boolean"}}},
+            "CredentialPage": {"type": "object", "required": ["items", "next_cursor"], "properties": {
+                "items": {"type": "array", "items": {"$ref": "#/components/schemas/CredentialMeta"}},
+                "next_cursor": {"type": ["string", "null"]}}},
+            "CredentialBody": {"type": "object", "required": ["provider", "secret"], "additionalProperties": false, "properties": {
+                "owner": {"type": "string", "enum": ["installation", "account"]},
+                "provider": {"type": "string"}, "secret": {"type": "object"},
+                "metadata": {"type": "object"},
+                "ttl_seconds": {"type": "integer", "minimum": 1, "maximum": 3153600000u64}}},
+            "ProxyRequest": {"type": "object", "required": ["method"], "additionalProperties": false, "properties": {
+                "method": {"type": "string", "enum": ["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"]},
+                "path": {"type": "string"}, "query": {"type": "object"}, "headers": {"type": "object"},
+                "body": {}, "body_base64": {"type": "string"}}},
+            "ProxyAnswer": {"type": "object", "required": ["status", "headers"], "properties": {
+                "status": {"type": "integer"}, "headers": {"type": "object"},
+                "body": {}, "body_base64": {"type": "string"}}},
             "AuditPage": {"type": "object", "required": ["items", "next_cursor"], "properties": {
                 "items": {"type": "array", "items": {"$ref": "#/components/schemas/AuditEvent"}},
                 "next_cursor": {"type": ["string", "null"]}}},
