@@ -211,21 +211,27 @@ impl AdminClient {
         self.delete_doc("tokens", token_id).await
     }
 
-    /// Configures a provider (see the contract's "Providers"); a document without
-    /// `oauth2.client_secret` keeps the stored secret.
+    /// Configures a provider (see the contract's "Providers"): `base_url`, `allowed_hosts`,
+    /// `allow_private_network`, `inject`, `oauth2`. A document without `oauth2.client_secret`
+    /// keeps the stored secret. The answer ([`Upserted::document`]) is the stored document
+    /// without the secret, as [`AdminClient::get_provider`] shows it. The encoded request body
+    /// is wiped once the request is over (best effort).
     pub async fn put_provider(&self, name: &str, document: &Value) -> Result<Upserted> {
         self.put_doc("providers", name, document).await
     }
 
-    /// A provider's document, without its client secret.
+    /// A provider's document without its client secret, plus `name`, `created_at`,
+    /// `updated_at`, and `oauth2.client_secret_set`; `None` when there is no such provider.
     pub async fn get_provider(&self, name: &str) -> Result<Option<Value>> {
         self.get_doc("providers", name).await
     }
 
+    /// Every provider's document, as [`AdminClient::get_provider`] shows it.
     pub async fn list_providers(&self) -> Result<Vec<Value>> {
         self.list_docs("providers").await
     }
 
+    /// Deletes a provider.
     pub async fn delete_provider(&self, name: &str) -> Result<()> {
         self.delete_doc("providers", name).await
     }
@@ -264,7 +270,8 @@ impl AdminClient {
         let request = self
             .client
             .request(Method::PUT, &doc_path(kind, id)?, "")?
-            .json_body(body)?;
+            // Provider documents carry a client secret.
+            .sensitive_json_body(body)?;
         let answer = self.client.call(request).await?;
         let created = answer.status == StatusCode::CREATED;
         let document = if answer.body.is_empty() {

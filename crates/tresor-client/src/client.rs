@@ -5,12 +5,15 @@ use std::fmt;
 use std::sync::Arc;
 use std::time::Duration;
 
+use bytes::Bytes;
 use reqwest::header::{AUTHORIZATION, CONTENT_TYPE, HeaderValue};
 use reqwest::{Method, RequestBuilder, StatusCode, Url};
 use serde::de::DeserializeOwned;
+use zeroize::{Zeroize, Zeroizing};
 
 use crate::admin::AdminClient;
 use crate::batch::{BatchOp, BatchResult};
+use crate::credentials::CredentialsClient;
 use crate::error::{Error, Result, api_error, decode_error};
 use crate::store::StoreClient;
 use crate::types::Store;
@@ -100,6 +103,11 @@ impl Client {
         self.store(Store::Shared)
     }
 
+    /// The write-only credentials of the installation and its account (installation token).
+    pub fn credentials(&self) -> CredentialsClient {
+        CredentialsClient::new(self.clone())
+    }
+
     /// The administration API (needs an admin token).
     pub fn admin(&self) -> AdminClient {
         AdminClient::new(self.clone())
@@ -137,7 +145,10 @@ impl Client {
             .http
             .request(method, url)
             .header(AUTHORIZATION, self.inner.authorization.clone());
-        Ok(Request { builder })
+        Ok(Request {
+            builder,
+            sensitive: None,
+        })
     }
 
     /// Sends a request; any non-2xx answer becomes [`Error::Api`].
@@ -152,7 +163,12 @@ impl Client {
 
     /// Sends a request and returns the answer whatever its status.
     pub(crate) async fn send(&self, request: Request) -> Result<Answer> {
-        let response = request.builder.send().await.map_err(Error::Transport)?;
+        // Declared first, so dropped (and wiped) last: once reqwest has let go of the body.
+        let Request {
+            builder,
+            sensitive: _wiped_when_done,
+        } = request;
+        let response = builder.send().await.map_err(Error::Transport)?;
         let status = response.status();
         let request_id = response
             .headers()
@@ -278,6 +294,8 @@ struct Inner {
 /// (numbers kept exactly) and encoding errors are reported as [`Error::Encode`].
 pub(crate) struct Request {
     builder: RequestBuilder,
+    /// A body holding secrets, wiped when the request is over.
+    sensitive: Option<WipeOnDrop>,
 }
 
 impl Request {
@@ -299,6 +317,22 @@ impl Request {
         self.body_with_type(body, "application/json")
     }
 
+    /// A JSON body that holds secrets (a credential, a provider's client secret): encoded into
+    /// a buffer of exactly its size (no reallocation leaves partial copies behind) and wiped
+    /// once [`Client::send`] is done with it, if nothing else still holds it.
+    pub(crate) fn sensitive_json_body<B: serde::Serialize + ?Sized>(
+        mut self,
+        body: &B,
+    ) -> Result<Request> {
+        let bytes = Bytes::from(encode_exact(body)?);
+        self.builder = self
+            .builder
+            .header(CONTENT_TYPE, "application/json")
+            .body(bytes.clone());
+        self.sensitive = Some(WipeOnDrop(bytes));
+        Ok(self)
+    }
+
     pub(crate) fn body_with_type<B: serde::Serialize + ?Sized>(
         mut self,
         body: &B,
@@ -307,6 +341,46 @@ impl Request {
         let bytes = serde_json::to_vec(body).map_err(|e| Error::Encode(e.to_string()))?;
         self.builder = self.builder.header(CONTENT_TYPE, content_type).body(bytes);
         Ok(self)
+    }
+}
+
+/// Encodes `body` as JSON into a vector of exactly the right capacity: the first pass only
+/// counts bytes. A failed encoding wipes what was written.
+fn encode_exact<B: serde::Serialize + ?Sized>(body: &B) -> Result<Vec<u8>> {
+    struct Count(usize);
+    impl std::io::Write for Count {
+        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+            self.0 += buf.len();
+            Ok(buf.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+    let mut count = Count(0);
+    serde_json::to_writer(&mut count, body).map_err(|e| Error::Encode(e.to_string()))?;
+    let mut out = Zeroizing::new(Vec::with_capacity(count.0));
+    serde_json::to_writer(&mut *out, body).map_err(|e| Error::Encode(e.to_string()))?;
+    Ok(std::mem::take(&mut *out))
+}
+
+/// Wipes the bytes of a request body when dropped, provided this is the last reference.
+struct WipeOnDrop(Bytes);
+
+impl Drop for WipeOnDrop {
+    fn drop(&mut self) {
+        wipe(std::mem::take(&mut self.0));
+    }
+}
+
+/// Zeroes `bytes` if nothing else shares them; `true` when it did.
+fn wipe(bytes: Bytes) -> bool {
+    match bytes.try_into_mut() {
+        Ok(mut unique) => {
+            unique.as_mut().zeroize();
+            true
+        }
+        Err(_) => false,
     }
 }
 
@@ -414,6 +488,19 @@ mod tests {
                 "{bad}"
             );
         }
+    }
+
+    #[test]
+    fn sensitive_bodies_are_exact_and_wiped_when_unshared() {
+        let body: serde_json::Value =
+            serde_json::from_str(r#"{"secret": {"api_key": "k"}, "n": 1.50}"#).unwrap();
+        let encoded = encode_exact(&body).unwrap();
+        assert_eq!(encoded, br#"{"secret":{"api_key":"k"},"n":1.50}"#);
+        assert_eq!(encoded.capacity(), encoded.len());
+        let bytes = Bytes::from(encoded);
+        let shared = bytes.clone();
+        assert!(!wipe(bytes), "a shared buffer cannot be wiped");
+        assert!(wipe(shared));
     }
 
     #[test]

@@ -1,6 +1,7 @@
 //! The Rust SDK for the tresor HTTP API, version 1: the record stores (`secrets`, `settings`,
 //! `kv`, `shared`) with conditional writes, merge patches, field ops, batches, and the OCP-style
-//! read-compute-write [`StoreClient::update`]; and the administration API.
+//! read-compute-write [`StoreClient::update`]; write-only credentials ([`Client::credentials`]),
+//! whose secrets are sent but never answered; and the administration API.
 //!
 //! ```no_run
 //! # async fn demo() -> tresor_client::Result<()> {
@@ -28,6 +29,7 @@
 mod admin;
 mod batch;
 mod client;
+mod credentials;
 mod encode;
 mod error;
 mod ops;
@@ -37,6 +39,9 @@ mod types;
 pub use admin::{AdminClient, AuditPage, AuditQuery, Installed, IssuedToken, Upserted};
 pub use batch::{BatchOp, BatchOpKind, BatchResult};
 pub use client::{Client, ClientBuilder, DEFAULT_ADDR};
+pub use credentials::{
+    CredentialMeta, CredentialPages, CredentialPut, CredentialsClient, Owner, zeroize_json,
+};
 pub use encode::encode_key;
 pub use error::{ApiErrorBody, Error, ErrorCode, Result};
 pub use ops::{End, FieldOp};

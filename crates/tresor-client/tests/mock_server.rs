@@ -8,8 +8,8 @@ use serde_json::{Value, json};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tresor_client::{
-    AuditQuery, BatchOp, Client, DeleteOptions, End, Error, ErrorCode, FieldOp, PatchOptions,
-    PutOptions, Store,
+    AuditQuery, BatchOp, Client, CredentialPut, DeleteOptions, End, Error, ErrorCode, FieldOp,
+    Owner, PatchOptions, PutOptions, Store,
 };
 
 const TOKEN: &str = "tok_test_0123456789abcdef0123456789";
@@ -710,4 +710,239 @@ async fn typed_get_mismatch_does_not_leak_the_value() {
     let err = mock.client.secrets().get::<u64>("k").await.unwrap_err();
     assert!(matches!(err, Error::Decode(_)));
     assert!(!err.to_string().contains("hunter2"), "{err}");
+}
+
+fn credential_meta(key: &str, owner: &str, version: u64) -> Value {
+    json!({"key": key, "owner": owner, "provider": "stripe", "kind": "api_key",
+           "version": version, "created_at": "2026-01-01T00:00:00.000Z",
+           "updated_at": "2026-01-01T00:00:00.000Z", "expires_at": null,
+           "token_expires_at": null, "scopes": [], "metadata": {"shop": "s1"},
+           "needs_reconsent": false})
+}
+
+const CANARY: &str = "sk_live_CANARY_0af3";
+
+#[tokio::test]
+async fn credential_put_sends_the_contract_body() {
+    let mock = Mock::start(vec![
+        reply(201, credential_meta("stripe/main", "account", 1)),
+        reply(200, credential_meta("k", "installation", 2)),
+    ])
+    .await;
+    let credentials = mock.client.credentials();
+    let mut metadata = serde_json::Map::new();
+    metadata.insert("shop".into(), json!("s1"));
+    let put = CredentialPut::api_key("stripe", CANARY)
+        .owner(Owner::Account)
+        .metadata(metadata)
+        .ttl_seconds(3600);
+    let (meta, created) = credentials.put("stripe/main", &put).await.unwrap();
+    assert!(created);
+    assert_eq!(meta.owner, Owner::Account);
+    assert_eq!(meta.kind, "api_key");
+    assert_eq!(meta.metadata["shop"], json!("s1"));
+
+    let secret = json!({"access_token": "at", "refresh_token": "rt", "expires_at": 1795323794});
+    let put = CredentialPut::new("github", secret);
+    let (meta, created) = credentials.put("k", &put).await.unwrap();
+    assert!(!created);
+    assert_eq!(meta.version, 2);
+
+    let seen = mock.seen();
+    assert_eq!(seen[0].method, "PUT");
+    assert_eq!(seen[0].target, "/v1/credentials/stripe%2Fmain");
+    assert_eq!(seen[0].header("content-type"), Some("application/json"));
+    assert_eq!(
+        seen[0].header("authorization"),
+        Some(format!("Bearer {TOKEN}").as_str())
+    );
+    assert_eq!(
+        seen[0].body,
+        format!(
+            r#"{{"owner":"account","provider":"stripe","secret":{{"api_key":"{CANARY}"}},"metadata":{{"shop":"s1"}},"ttl_seconds":3600}}"#
+        )
+    );
+    assert_eq!(
+        seen[1].body,
+        r#"{"provider":"github","secret":{"access_token":"at","refresh_token":"rt","expires_at":1795323794}}"#
+    );
+}
+
+#[tokio::test]
+async fn credential_secrets_stay_out_of_debug_and_errors() {
+    let mock = Mock::start(vec![api_error(400, "invalid_request")]).await;
+    let put = CredentialPut::basic("jira", "bob", CANARY).owner(Owner::Installation);
+    let debug = format!("{put:?} {put:#?}");
+    assert!(!debug.contains(CANARY), "{debug}");
+    assert!(
+        debug.contains("jira") && debug.contains("<redacted>"),
+        "{debug}"
+    );
+    let err = mock.client.credentials().put("k", &put).await.unwrap_err();
+    assert_eq!(err.code(), Some(&ErrorCode::InvalidRequest));
+    assert!(!format!("{err} {err:?}").contains(CANARY));
+    assert_eq!(
+        mock.only().json(),
+        json!({"owner": "installation", "provider": "jira",
+               "secret": {"username": "bob", "password": CANARY}})
+    );
+}
+
+#[tokio::test]
+async fn credential_secrets_must_be_objects_and_keys_sendable() {
+    let mock = Mock::start(Vec::new()).await;
+    let credentials = mock.client.credentials();
+    for secret in [json!(CANARY), json!([CANARY]), json!(null)] {
+        let err = credentials
+            .put("k", &CredentialPut::new("p", secret))
+            .await
+            .unwrap_err();
+        assert!(matches!(err, Error::InvalidArgument(_)), "{err:?}");
+        assert!(!err.to_string().contains(CANARY));
+    }
+    for key in ["", ".", ".."] {
+        let err = credentials.get(key).await.unwrap_err();
+        assert!(matches!(err, Error::InvalidArgument(_)), "{err:?}");
+        let err = credentials
+            .put(key, &CredentialPut::api_key("p", "k"))
+            .await
+            .unwrap_err();
+        assert!(matches!(err, Error::InvalidArgument(_)), "{err:?}");
+    }
+    assert!(mock.seen().is_empty());
+}
+
+#[tokio::test]
+async fn credential_get_and_delete() {
+    let mock = Mock::start(vec![
+        reply(200, credential_meta("a b", "installation", 4)),
+        api_error(404, "not_found"),
+        api_error(403, "forbidden"),
+        empty(204),
+    ])
+    .await;
+    let credentials = mock.client.credentials();
+    let meta = credentials.get("a b").await.unwrap().unwrap();
+    assert_eq!(meta.key, "a b");
+    assert_eq!(meta.version, 4);
+    assert_eq!(meta.owner, Owner::Installation);
+    assert_eq!(credentials.get("gone").await.unwrap(), None);
+    let err = credentials.get("k").await.unwrap_err();
+    assert_eq!(err.code(), Some(&ErrorCode::Forbidden));
+    credentials.delete("x/y").await.unwrap();
+    let seen = mock.seen();
+    let requests: Vec<_> = seen
+        .iter()
+        .map(|s| (s.method.as_str(), s.target.as_str(), s.body.as_str()))
+        .collect();
+    assert_eq!(
+        requests,
+        [
+            ("GET", "/v1/credentials/a%20b", ""),
+            ("GET", "/v1/credentials/gone", ""),
+            ("GET", "/v1/credentials/k", ""),
+            ("DELETE", "/v1/credentials/x%2Fy", ""),
+        ]
+    );
+    assert!(seen.iter().all(|s| s.header("content-type").is_none()));
+}
+
+#[tokio::test]
+async fn credential_listing_follows_cursors() {
+    let mock = Mock::start(vec![
+        reply(
+            200,
+            json!({"items": [credential_meta("p/1", "installation", 1)], "next_cursor": "c 1"}),
+        ),
+        reply(
+            200,
+            json!({"items": [credential_meta("p/2", "account", 1)], "next_cursor": null}),
+        ),
+        reply(
+            200,
+            json!({"items": [credential_meta("a", "installation", 1)], "next_cursor": null}),
+        ),
+    ])
+    .await;
+    let credentials = mock.client.credentials();
+    let mut pages = credentials.list("p/", Some(1));
+    let mut keys = Vec::new();
+    while let Some(page) = pages.next_page().await.unwrap() {
+        keys.extend(page.into_iter().map(|m| (m.key, m.owner)));
+    }
+    assert_eq!(
+        keys,
+        [
+            ("p/1".to_owned(), Owner::Installation),
+            ("p/2".to_owned(), Owner::Account)
+        ]
+    );
+    assert!(pages.next_page().await.unwrap().is_none());
+    assert_eq!(pages.cursor(), None);
+    assert_eq!(credentials.list_all("").await.unwrap().len(), 1);
+    let targets: Vec<_> = mock.seen().into_iter().map(|s| s.target).collect();
+    assert_eq!(
+        targets,
+        [
+            "/v1/credentials?prefix=p%2F&limit=1",
+            "/v1/credentials?prefix=p%2F&limit=1&cursor=c%201",
+            "/v1/credentials?limit=1000",
+        ]
+    );
+}
+
+#[tokio::test]
+async fn admin_providers() {
+    let shown = json!({"name": "example", "base_url": "https://api.example.com/v2/",
+        "inject": {"type": "bearer"},
+        "oauth2": {"grant": "authorization_code", "client_id": "abc", "client_secret_set": true},
+        "created_at": "2026-01-01T00:00:00.000Z", "updated_at": "2026-01-01T00:00:00.000Z"});
+    let mock = Mock::start(vec![
+        reply(201, shown.clone()),
+        reply(200, shown.clone()),
+        reply(200, shown.clone()),
+        api_error(404, "not_found"),
+        reply(200, json!({"items": [shown.clone()]})),
+        empty(204),
+    ])
+    .await;
+    let admin = mock.client.admin();
+    let document = json!({"base_url": "https://api.example.com/v2/",
+        "inject": {"type": "bearer"},
+        "oauth2": {"grant": "authorization_code", "client_id": "abc", "client_secret": CANARY}});
+    let upserted = admin.put_provider("example", &document).await.unwrap();
+    assert!(upserted.created);
+    assert_eq!(upserted.document["oauth2"]["client_secret_set"], true);
+    assert!(
+        !admin
+            .put_provider("example", &document)
+            .await
+            .unwrap()
+            .created
+    );
+    assert_eq!(
+        admin.get_provider("example").await.unwrap(),
+        Some(shown.clone())
+    );
+    assert_eq!(admin.get_provider("nope").await.unwrap(), None);
+    assert_eq!(admin.list_providers().await.unwrap(), [shown]);
+    admin.delete_provider("example").await.unwrap();
+    let seen = mock.seen();
+    let requests: Vec<_> = seen
+        .iter()
+        .map(|s| (s.method.as_str(), s.target.as_str()))
+        .collect();
+    assert_eq!(
+        requests,
+        [
+            ("PUT", "/v1/admin/providers/example"),
+            ("PUT", "/v1/admin/providers/example"),
+            ("GET", "/v1/admin/providers/example"),
+            ("GET", "/v1/admin/providers/nope"),
+            ("GET", "/v1/admin/providers"),
+            ("DELETE", "/v1/admin/providers/example"),
+        ]
+    );
+    assert_eq!(seen[0].json(), document);
+    assert_eq!(seen[0].header("content-type"), Some("application/json"));
 }

@@ -1,12 +1,14 @@
-//! `tresor admin …`: apps, accounts, installations, tokens and the audit log, with an admin
-//! token.
+//! `tresor admin …`: apps, accounts, installations, tokens, providers and the audit log, with an
+//! admin token.
+
+use std::io::Read;
 
 use serde_json::Value;
 use tresor_client::{AdminClient, AuditQuery};
 
 use crate::cli_common::{
-    CliError, CliResult, ConnArgs, EXIT_NOT_FOUND, EXIT_OK, TokenKind, connect, print_json,
-    print_json_line, print_line, split_list,
+    CliError, CliResult, ConnArgs, EXIT_NOT_FOUND, EXIT_OK, TokenKind, connect,
+    parse_secret_object, print_json, print_json_line, print_line, read_secret_source, split_list,
 };
 
 /// Flags and subcommand of `tresor admin`.
@@ -39,6 +41,9 @@ pub enum AdminCommand {
     /// Issue or revoke installation tokens.
     #[command(subcommand)]
     Token(TokenCommand),
+    /// Configure, show, list or delete providers (the APIs credentials are used with).
+    #[command(subcommand)]
+    Provider(ProviderCommand),
     /// Print audit events, oldest first, one JSON document per line.
     Audit(AuditArgs),
 }
@@ -65,6 +70,37 @@ pub enum AccountCommand {
     Ls,
     /// Delete an account and everything in it.
     Rm(IdArg),
+}
+
+#[derive(Debug, clap::Subcommand)]
+pub enum ProviderCommand {
+    /// Configure a provider from a JSON document in FILE (`-` reads stdin); prints the stored
+    /// document without its client secret.
+    #[command(
+        long_about = "Configure (create or replace) a provider from its JSON document:             base_url, allowed_hosts, allow_private_network, inject and oauth2 (see the API             contract, \"Providers\"). The document is read from FILE, or from stdin with `-`,             never from an argument, because oauth2.client_secret is a secret. A document             without oauth2.client_secret keeps the stored one. Prints the stored document,             which never shows the secret (only oauth2.client_secret_set).\n\n            Example: tresor admin provider put github github-provider.json"
+    )]
+    Put(ProviderPutArgs),
+    /// Print a provider's document, without its client secret (exit 1 if missing).
+    Get(NameArg),
+    /// List providers, one JSON document per line.
+    Ls,
+    /// Delete a provider.
+    Rm(NameArg),
+}
+
+#[derive(Debug, clap::Args)]
+pub struct NameArg {
+    /// The provider's name (`[A-Za-z0-9._:-]{1,128}`).
+    pub name: String,
+}
+
+#[derive(Debug, clap::Args)]
+pub struct ProviderPutArgs {
+    /// The provider's name (`[A-Za-z0-9._:-]{1,128}`).
+    pub name: String,
+    /// The file holding the provider document as JSON; `-` reads stdin.
+    #[arg(value_name = "FILE|-", allow_hyphen_values = true)]
+    pub file: String,
 }
 
 #[derive(Debug, clap::Subcommand)]
@@ -155,6 +191,7 @@ pub async fn run(args: AdminArgs) -> CliResult {
         AdminCommand::Install(args) => install(&admin, args).await,
         AdminCommand::Uninstall(args) => admin.uninstall(&args.id).await.map(|()| Ok(EXIT_OK)),
         AdminCommand::Token(command) => token(&admin, command).await,
+        AdminCommand::Provider(command) => provider(&admin, command, &mut std::io::stdin()).await,
         AdminCommand::Audit(args) => audit(&admin, args).await,
     };
     match result {
@@ -230,6 +267,38 @@ async fn token(admin: &AdminClient, command: TokenCommand) -> Outcome {
         }
         TokenCommand::Revoke(args) => admin
             .revoke_token(&args.token_id)
+            .await
+            .map(|()| Ok(EXIT_OK)),
+    }
+}
+
+/// The provider document of `provider put`: a JSON object from a file or stdin.
+fn read_provider_document(args: &ProviderPutArgs, stdin: &mut dyn Read) -> Result<Value, CliError> {
+    let bytes = read_secret_source(&args.file, stdin)?;
+    let what = if args.file == "-" {
+        "the provider document on stdin".to_owned()
+    } else {
+        format!("the provider document in {}", args.file)
+    };
+    parse_secret_object(&bytes, &what)
+}
+
+async fn provider(admin: &AdminClient, command: ProviderCommand, stdin: &mut dyn Read) -> Outcome {
+    match command {
+        ProviderCommand::Put(args) => {
+            let mut document = match read_provider_document(&args, stdin) {
+                Ok(document) => document,
+                Err(err) => return Ok(Err(err)),
+            };
+            let upserted = admin.put_provider(&args.name, &document).await;
+            // The document may hold oauth2.client_secret.
+            tresor_client::zeroize_json(&mut document);
+            Ok(print_json(&upserted?.document).map(|()| EXIT_OK))
+        }
+        ProviderCommand::Get(args) => Ok(print_document(admin.get_provider(&args.name).await?)),
+        ProviderCommand::Ls => Ok(print_lines(&admin.list_providers().await?)),
+        ProviderCommand::Rm(args) => admin
+            .delete_provider(&args.name)
             .await
             .map(|()| Ok(EXIT_OK)),
     }
@@ -364,6 +433,66 @@ mod tests {
                 limit: Some(50),
             }
         );
+    }
+
+    #[test]
+    fn provider_commands_parse() {
+        let args = parse(&["provider", "put", "github", "-"]).unwrap();
+        let AdminCommand::Provider(ProviderCommand::Put(put)) = args.command else {
+            panic!("not provider put")
+        };
+        assert_eq!((put.name.as_str(), put.file.as_str()), ("github", "-"));
+        assert!(matches!(
+            parse(&["provider", "get", "github"]).unwrap().command,
+            AdminCommand::Provider(ProviderCommand::Get(NameArg { name })) if name == "github"
+        ));
+        assert!(matches!(
+            parse(&["provider", "ls"]).unwrap().command,
+            AdminCommand::Provider(ProviderCommand::Ls)
+        ));
+        assert!(matches!(
+            parse(&["provider", "rm", "github"]).unwrap().command,
+            AdminCommand::Provider(ProviderCommand::Rm(NameArg { name })) if name == "github"
+        ));
+        // The document (and its client secret) never travels as an argument.
+        assert!(parse(&["provider", "put", "github"]).is_err());
+        assert!(
+            parse(&[
+                "provider",
+                "put",
+                "github",
+                "f.json",
+                "--client-secret",
+                "x"
+            ])
+            .is_err()
+        );
+        assert!(parse(&["provider", "put", "github", "f.json", "{}"]).is_err());
+    }
+
+    #[test]
+    fn provider_documents_come_from_a_file_or_stdin() {
+        let document = r#"{"base_url": "https://api.example.com/", "inject": {"type": "bearer"},
+            "oauth2": {"client_id": "abc", "client_secret": "hunter2"}}"#;
+        let put = |file: &str| ProviderPutArgs {
+            name: "p".into(),
+            file: file.into(),
+        };
+        let from_stdin = read_provider_document(&put("-"), &mut document.as_bytes()).unwrap();
+        assert_eq!(from_stdin["oauth2"]["client_secret"], "hunter2");
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("p.json");
+        std::fs::write(&file, document).unwrap();
+        let from_file =
+            read_provider_document(&put(file.to_str().unwrap()), &mut "".as_bytes()).unwrap();
+        assert_eq!(from_file, from_stdin);
+        std::fs::write(&file, r#"{"oauth2": {"client_secret": hunter2}}"#).unwrap();
+        let err =
+            read_provider_document(&put(file.to_str().unwrap()), &mut "".as_bytes()).unwrap_err();
+        assert_eq!(err.exit, 2);
+        assert!(!err.message.contains("hunter2"), "{}", err.message);
+        let err = read_provider_document(&put("-"), &mut "[]".as_bytes()).unwrap_err();
+        assert_eq!(err.exit, 2);
     }
 
     #[test]

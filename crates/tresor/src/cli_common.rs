@@ -1,11 +1,13 @@
 //! What the client subcommands share: connection flags, where the token comes from, exit codes
-//! and error reporting, reading values from arguments or stdin, and writing to stdout.
+//! and error reporting, reading values from arguments or stdin, reading secrets from files or
+//! stdin (never from arguments), and writing to stdout.
 
 use std::io::{self, IsTerminal, Read, Write};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::Duration;
 
+use secrecy::zeroize::{Zeroize, Zeroizing};
 use serde_json::Value;
 use serde_json::value::RawValue;
 use tresor_client::{Client, ErrorCode};
@@ -239,6 +241,33 @@ impl Session {
     }
 }
 
+/// A command's failure: either already a CLI error, or an SDK error still to be mapped (which
+/// needs the [`Session`] for its hint).
+pub enum Failure {
+    Cli(CliError),
+    Sdk(tresor_client::Error),
+}
+
+impl From<CliError> for Failure {
+    fn from(err: CliError) -> Failure {
+        Failure::Cli(err)
+    }
+}
+
+impl From<tresor_client::Error> for Failure {
+    fn from(err: tresor_client::Error) -> Failure {
+        Failure::Sdk(err)
+    }
+}
+
+/// Turns a [`Failure`] into the error to report.
+pub fn fail(session: &Session, failure: Failure) -> CliError {
+    match failure {
+        Failure::Cli(err) => err,
+        Failure::Sdk(err) => session.fail(err),
+    }
+}
+
 /// Builds the SDK client from the flags and the environment.
 pub fn connect(conn: &ConnArgs, kind: TokenKind) -> Result<Session, CliError> {
     let env = |name: &str| std::env::var(name).ok();
@@ -317,6 +346,107 @@ pub fn parse_json(arg: &str, what: &str, stdin: &mut dyn Read) -> Result<Value, 
     })
 }
 
+/// Secrets are read into a buffer this large up front, so that reading a typical secret never
+/// reallocates (which would leave copies behind in freed memory).
+const SECRET_BUFFER: usize = 64 * 1024;
+
+/// All of `input`, for a secret: the buffer is wiped when dropped.
+pub fn read_secret(input: &mut dyn Read, what: &str) -> Result<Zeroizing<Vec<u8>>, CliError> {
+    let mut bytes = Zeroizing::new(Vec::with_capacity(SECRET_BUFFER));
+    input
+        .read_to_end(&mut bytes)
+        .map_err(|e| CliError::local(format!("cannot read {what}: {e}")))?;
+    Ok(bytes)
+}
+
+/// The secret file at `path`, or stdin for `-`.
+pub fn read_secret_source(arg: &str, stdin: &mut dyn Read) -> Result<Zeroizing<Vec<u8>>, CliError> {
+    if arg == "-" {
+        return read_secret(stdin, "stdin");
+    }
+    read_secret_file(Path::new(arg))
+}
+
+/// A file holding a secret.
+pub fn read_secret_file(path: &Path) -> Result<Zeroizing<Vec<u8>>, CliError> {
+    let what = format!("the file {}", path.display());
+    let mut file = std::fs::File::open(path)
+        .map_err(|e| CliError::local(format!("cannot read {what}: {e}")))?;
+    read_secret(&mut file, &what)
+}
+
+/// One line of a secret from stdin, without its line ending. On a terminal only the first
+/// line is read; from a pipe or file the input must be exactly one line (a missing final
+/// newline is fine).
+pub fn read_secret_line(
+    stdin: &mut dyn Read,
+    interactive: bool,
+    what: &str,
+) -> Result<Zeroizing<String>, CliError> {
+    let mut bytes = Zeroizing::new(Vec::with_capacity(4096));
+    if interactive {
+        let mut byte = [0u8; 1];
+        loop {
+            let n = stdin
+                .read(&mut byte)
+                .map_err(|e| CliError::local(format!("cannot read stdin: {e}")))?;
+            if n == 0 || byte[0] == b'\n' {
+                break;
+            }
+            bytes.push(byte[0]);
+        }
+        byte.zeroize();
+    } else {
+        stdin
+            .read_to_end(&mut bytes)
+            .map_err(|e| CliError::local(format!("cannot read stdin: {e}")))?;
+        if bytes.ends_with(b"\n") {
+            bytes.pop();
+        }
+    }
+    if bytes.ends_with(b"\r") {
+        bytes.pop();
+    }
+    if bytes.contains(&b'\n') {
+        return Err(CliError::usage(format!(
+            "{what} on stdin must be a single line"
+        )));
+    }
+    match String::from_utf8(std::mem::take(&mut *bytes)) {
+        Ok(text) => Ok(Zeroizing::new(text)),
+        Err(err) => {
+            err.into_bytes().zeroize();
+            Err(CliError::usage(format!("{what} on stdin is not UTF-8")))
+        }
+    }
+}
+
+/// Parses a secret JSON document that must be an object, without ever quoting it in an error.
+pub fn parse_secret_object(bytes: &[u8], what: &str) -> Result<Value, CliError> {
+    if bytes.iter().all(u8::is_ascii_whitespace) {
+        return Err(CliError::usage(format!("{what} is empty")));
+    }
+    let mut value: Value = serde_json::from_slice(bytes).map_err(|e| {
+        CliError::usage(format!(
+            "{what} is not valid JSON ({})",
+            json_error_position(&e)
+        ))
+    })?;
+    if !value.is_object() {
+        tresor_client::zeroize_json(&mut value);
+        return Err(CliError::usage(format!("{what} must be a JSON object")));
+    }
+    Ok(value)
+}
+
+/// The page size for a listing of at most `limit` items.
+pub fn page_size(limit: Option<u64>) -> u32 {
+    match limit {
+        Some(limit) => u32::try_from(limit.clamp(1, 1000)).unwrap_or(1000),
+        None => 1000,
+    }
+}
+
 /// `a,b` lists given as repeated flags or comma-separated; empty entries are dropped.
 pub fn split_list(values: &[String]) -> Vec<String> {
     values
@@ -371,7 +501,11 @@ macro_rules! to_json_via_serde {
     )*};
 }
 
-to_json_via_serde!(tresor_client::Record<Value>, tresor_client::RecordMeta);
+to_json_via_serde!(
+    tresor_client::Record<Value>,
+    tresor_client::RecordMeta,
+    tresor_client::CredentialMeta
+);
 
 /// One compact JSON document per line on stdout.
 pub fn print_json_line(value: &Value) -> Result<(), CliError> {
@@ -434,6 +568,72 @@ mod tests {
         assert_eq!(value("-", true, "").unwrap(), r#""""#);
         // A literal argument keeps its newline: the user typed it.
         assert_eq!(value("a\n", true, "").unwrap(), r#""a\n""#);
+    }
+
+    #[test]
+    fn secret_lines() {
+        let line = |input: &str, interactive: bool| {
+            read_secret_line(&mut input.as_bytes(), interactive, "the key")
+                .map(|text| text.as_str().to_owned())
+        };
+        assert_eq!(line("sk_1\n", false).unwrap(), "sk_1");
+        assert_eq!(line("sk_1\r\n", false).unwrap(), "sk_1");
+        assert_eq!(line("sk_1", false).unwrap(), "sk_1");
+        assert_eq!(line("", false).unwrap(), "");
+        assert_eq!(line(" spaced \n", false).unwrap(), " spaced ");
+        let err = line("sk_1\nsk_2\n", false).unwrap_err();
+        assert_eq!(err.exit, EXIT_USAGE);
+        assert!(!err.message.contains("sk_"), "{}", err.message);
+        assert_eq!(line("sk_1\n\n", false).unwrap_err().exit, EXIT_USAGE);
+        // On a terminal the first line ends the input.
+        assert_eq!(line("typed\nnot read\n", true).unwrap(), "typed");
+        assert_eq!(line("typed\r\n", true).unwrap(), "typed");
+        let err = read_secret_line(&mut &b"\xff\n"[..], false, "the key").unwrap_err();
+        assert_eq!(err.exit, EXIT_USAGE);
+    }
+
+    #[test]
+    fn secret_objects() {
+        let parse = |text: &str| parse_secret_object(text.as_bytes(), "the secret");
+        assert_eq!(
+            parse(" {\"api_key\": \"k\", \"n\": 1.50}\n")
+                .unwrap()
+                .to_string(),
+            r#"{"api_key":"k","n":1.50}"#
+        );
+        for bad in [
+            "",
+            " \n",
+            "\"hunter2\"",
+            "[\"hunter2\"]",
+            "{\"a\": hunter2}",
+            "hunter2",
+        ] {
+            let err = parse(bad).unwrap_err();
+            assert_eq!(err.exit, EXIT_USAGE, "{bad:?}");
+            assert!(!err.message.contains("hunter2"), "{}", err.message);
+        }
+    }
+
+    #[test]
+    fn secret_sources() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("provider.json");
+        std::fs::write(&file, "{\"x\": 1}").unwrap();
+        let from_file = read_secret_source(file.to_str().unwrap(), &mut "unused".as_bytes());
+        assert_eq!(&from_file.unwrap()[..], b"{\"x\": 1}");
+        let from_stdin = read_secret_source("-", &mut "{}".as_bytes()).unwrap();
+        assert_eq!(&from_stdin[..], b"{}");
+        let err = read_secret_source("/nonexistent/p.json", &mut "".as_bytes()).unwrap_err();
+        assert_eq!(err.exit, EXIT_TRANSPORT);
+        assert!(err.message.contains("/nonexistent/p.json"));
+    }
+
+    #[test]
+    fn listing_page_sizes() {
+        assert_eq!(page_size(None), 1000);
+        assert_eq!(page_size(Some(5)), 5);
+        assert_eq!(page_size(Some(50_000)), 1000);
     }
 
     #[test]

@@ -9,9 +9,9 @@ use tresor_client::{
 };
 
 use crate::cli_common::{
-    CliError, CliResult, ConnArgs, EXIT_NOT_FOUND, EXIT_OK, Session, TokenKind, connect,
-    parse_json, parse_value, print_json, print_json_line, print_line, print_raw, split_list,
-    to_json,
+    CliError, CliResult, ConnArgs, EXIT_NOT_FOUND, EXIT_OK, Failure, TokenKind, connect, fail,
+    page_size, parse_json, parse_value, print_json, print_json_line, print_line, print_raw,
+    split_list, to_json,
 };
 
 /// Flags and subcommand of one store.
@@ -191,31 +191,6 @@ pub async fn run(store: Store, args: StoreArgs) -> CliResult {
     result.map_err(|e| fail(&session, e))
 }
 
-/// A command's failure: either already a CLI error, or an SDK error still to be mapped.
-enum Failure {
-    Cli(CliError),
-    Sdk(tresor_client::Error),
-}
-
-impl From<CliError> for Failure {
-    fn from(err: CliError) -> Failure {
-        Failure::Cli(err)
-    }
-}
-
-impl From<tresor_client::Error> for Failure {
-    fn from(err: tresor_client::Error) -> Failure {
-        Failure::Sdk(err)
-    }
-}
-
-fn fail(session: &Session, failure: Failure) -> CliError {
-    match failure {
-        Failure::Cli(err) => err,
-        Failure::Sdk(err) => session.fail(err),
-    }
-}
-
 type Outcome = Result<u8, Failure>;
 
 async fn get(client: &StoreClient, args: GetArgs) -> Outcome {
@@ -298,14 +273,6 @@ fn delete_options(args: &RmArgs) -> DeleteOptions {
 async fn rm(client: &StoreClient, args: RmArgs) -> Outcome {
     client.delete_with(&args.key, delete_options(&args)).await?;
     Ok(EXIT_OK)
-}
-
-/// The page size for a listing of at most `limit` keys.
-fn page_size(limit: Option<u64>) -> u32 {
-    match limit {
-        Some(limit) => u32::try_from(limit.clamp(1, 1000)).unwrap_or(1000),
-        None => 1000,
-    }
 }
 
 async fn ls(client: &StoreClient, args: LsArgs) -> Outcome {
@@ -512,12 +479,5 @@ mod tests {
         assert_eq!(ops[1].name(), "set_add");
         assert_eq!(parse_ops(json!({"op": "increment"})).unwrap_err().exit, 2);
         assert_eq!(parse_ops(json!([1])).unwrap_err().exit, 2);
-    }
-
-    #[test]
-    fn listing_page_sizes() {
-        assert_eq!(page_size(None), 1000);
-        assert_eq!(page_size(Some(5)), 5);
-        assert_eq!(page_size(Some(50_000)), 1000);
     }
 }

@@ -1,9 +1,10 @@
 //! The `tresor` binary: the server (`serve`), root key files (`keygen`), and the command-line
-//! client of the record stores (`secrets`, `settings`, `kv`, `shared`) and of the
-//! administration API (`admin`).
+//! client of the record stores (`secrets`, `settings`, `kv`, `shared`), of write-only
+//! credentials (`creds`) and of the administration API (`admin`).
 
 mod cli_admin;
 mod cli_common;
+mod cli_creds;
 mod cli_store;
 mod keygen;
 mod serve;
@@ -35,7 +36,9 @@ enum Command {
     Kv(cli_store::StoreArgs),
     /// The app's `shared` store (installation token).
     Shared(cli_store::StoreArgs),
-    /// Apps, accounts, installations, tokens and audit (admin token).
+    /// Write-only credentials for providers' APIs (installation token).
+    Creds(cli_creds::CredsArgs),
+    /// Apps, accounts, installations, tokens, providers and audit (admin token).
     Admin(cli_admin::AdminArgs),
 }
 
@@ -49,6 +52,7 @@ async fn main() -> ExitCode {
         Command::Settings(args) => cli_common::finish(cli_store::run(Store::Settings, args).await),
         Command::Kv(args) => cli_common::finish(cli_store::run(Store::Kv, args).await),
         Command::Shared(args) => cli_common::finish(cli_store::run(Store::Shared, args).await),
+        Command::Creds(args) => cli_common::finish(cli_creds::run(args).await),
         Command::Admin(args) => cli_common::finish(cli_admin::run(args).await),
     }
 }
@@ -102,5 +106,27 @@ mod tests {
         assert!(Cli::try_parse_from(["tresor", "keygen", "--add-version", "root.key"]).is_ok());
         assert!(Cli::try_parse_from(["tresor", "admin", "app", "ls"]).is_ok());
         assert!(Cli::try_parse_from(["tresor", "admin", "uninstall", "inst"]).is_ok());
+        assert!(Cli::try_parse_from(["tresor", "admin", "provider", "put", "p", "-"]).is_ok());
+    }
+
+    #[test]
+    fn creds_parse() {
+        let put = [
+            "tresor",
+            "creds",
+            "put",
+            "k",
+            "--provider",
+            "p",
+            "--api-key-stdin",
+        ];
+        assert!(matches!(
+            Cli::try_parse_from(put).unwrap().command,
+            Command::Creds(_)
+        ));
+        assert!(Cli::try_parse_from(["tresor", "creds", "ls", "--json"]).is_ok());
+        let err =
+            Cli::try_parse_from(["tresor", "creds", "put", "k", "--provider", "p"]).unwrap_err();
+        assert_eq!(err.exit_code(), 2);
     }
 }

@@ -120,6 +120,7 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         service: service.clone(),
         metrics,
         extra_metrics: Some(extra),
+        proxy_limits: tresor_server::proxy::forward::ProxyLimits::default(),
     };
 
     let retention = Duration::from_secs(u64::from(args.audit_retention_days) * 86_400);
