@@ -117,6 +117,95 @@ pub enum Mutation {
         key: Vec<u8>,
         expect: Precondition,
     },
+    /// Take the refresh lease of a live credential whose version is `expect_version` and whose
+    /// lease is free (none, or `lease_until` not after now). The version does not change; a
+    /// held lease or another version fails with `WriteConflict`. The next `PutCredential`
+    /// clears the lease.
+    AcquireCredentialLease {
+        ns: Ns,
+        key: Vec<u8>,
+        expect_version: u64,
+        lease_id: String,
+        lease_until: Millis,
+    },
+    /// Record a new OAuth flow.
+    PutFlow { flow: FlowRow },
+    /// End a pending, unexpired flow (else `WriteConflict`): completed with the sealed access
+    /// token kept for the one `complete` call, or failed with the provider's error. `status`
+    /// is `Completed` or `Failed`, never `Pending`.
+    FinishFlow {
+        flow_id: String,
+        status: FlowStatus,
+        error: Option<String>,
+        access_token: Option<Vec<u8>>,
+    },
+    /// Hand out a completed flow's access token once: requires a completed, unexpired flow whose
+    /// token was not taken (else `WriteConflict`); marks it taken and deletes the token.
+    TakeFlowToken { flow_id: String },
+}
+
+/// The state of an OAuth flow.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FlowStatus {
+    Pending,
+    Completed,
+    Failed,
+}
+
+impl FlowStatus {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            FlowStatus::Pending => "pending",
+            FlowStatus::Completed => "completed",
+            FlowStatus::Failed => "failed",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<FlowStatus> {
+        match s {
+            "pending" => Some(FlowStatus::Pending),
+            "completed" => Some(FlowStatus::Completed),
+            "failed" => Some(FlowStatus::Failed),
+            _ => None,
+        }
+    }
+}
+
+/// An OAuth authorization-code flow, started by one installation incarnation.
+#[derive(Clone)]
+pub struct FlowRow {
+    pub flow_id: String,
+    /// The installation incarnation that started it; the flow dies with it.
+    pub ns: Ns,
+    pub installation_id: String,
+    pub provider: String,
+    /// Where the token set lands: a credential key and owner.
+    pub store_key: Vec<u8>,
+    pub store_owner: CredentialOwner,
+    pub scopes: Vec<String>,
+    pub return_to: Option<String>,
+    /// MAC of the single-use `state` (the state itself is never stored).
+    pub state_mac: Vec<u8>,
+    /// The sealed PKCE verifier.
+    pub verifier: Vec<u8>,
+    pub status: FlowStatus,
+    /// The provider's error of a failed flow.
+    pub error: Option<String>,
+    /// The sealed access token of a completed flow, until `complete` takes it.
+    pub access_token: Option<Vec<u8>>,
+    pub taken: bool,
+    pub expires_at: Millis,
+    pub created_at: Millis,
+}
+
+impl std::fmt::Debug for FlowRow {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("FlowRow")
+            .field("flow_id", &self.flow_id)
+            .field("status", &self.status)
+            .field("taken", &self.taken)
+            .finish_non_exhaustive()
+    }
 }
 
 /// What a credential write stores; the secret and the metadata arrive sealed.
@@ -379,7 +468,8 @@ pub trait Backend: Send + Sync + 'static {
 
     async fn audit_query(&self, query: &AuditQuery) -> Result<Vec<AuditEvent>>;
 
-    /// Deletes up to `limit` expired records; returns how many.
+    /// Deletes up to `limit` expired records, credentials, and OAuth flows more than a day past
+    /// their expiry (kept that long so a late `complete` still answers 410); returns how many.
     async fn purge_expired(&self, limit: usize) -> Result<usize>;
 
     /// A live credential under `key` in the first of `namespaces` that holds one.
@@ -392,6 +482,11 @@ pub trait Backend: Send + Sync + 'static {
         namespaces: &[Ns],
         query: &ListQuery,
     ) -> Result<Vec<CredentialRow>>;
+
+    async fn flow_by_id(&self, flow_id: &str) -> Result<Option<FlowRow>>;
+
+    /// The flow whose `state_mac` this is (whatever its status or expiry).
+    async fn flow_by_state(&self, state_mac: &[u8]) -> Result<Option<FlowRow>>;
 
     /// Creates or updates a provider. With `keep_secret`, a stored client secret is kept when
     /// `row.client_secret` is None. Returns the stored row and whether it was created.
@@ -437,8 +532,8 @@ pub trait Backend: Send + Sync + 'static {
     async fn install(&self, new: NewInstallation, audit: AuditEvent) -> Result<InstallOutcome>;
     async fn get_installation(&self, installation_id: &str) -> Result<Option<InstallationRow>>;
     async fn list_installations(&self) -> Result<Vec<InstallationRow>>;
-    /// Deletes the installation's records, credentials, tokens and namespace (its key). The
-    /// account's credentials stay.
+    /// Deletes the installation's records, credentials, OAuth flows, tokens and namespace (its
+    /// key). The account's credentials stay.
     async fn uninstall(&self, installation_id: &str, audit: AuditEvent) -> Result<bool>;
 
     /// Stores a token; for an installation token, fails with `NotFound` unless the installation

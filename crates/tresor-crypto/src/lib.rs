@@ -17,7 +17,7 @@ pub mod token;
 
 pub use data_key::DataKey;
 pub use error::{CryptoError, Result};
-pub use random::random_bytes;
+pub use random::{random_bytes, sha256};
 pub use record::{open, seal, sealed_key_id};
 pub use root_key::RootKeyRing;
 pub use token::{IssuedToken, TokenPepper, issue_token, token_id_of};

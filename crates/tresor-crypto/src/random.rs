@@ -1,4 +1,5 @@
-//! Access to the system CSPRNG (through aws-lc-rs) for this crate and for other crates.
+//! Access to the system CSPRNG (through aws-lc-rs) for this crate and for other crates, and
+//! SHA-256 for the PKCE code challenge.
 
 use crate::error::{CryptoError, Result};
 
@@ -33,5 +34,23 @@ mod tests {
     fn zero_length_is_fine() {
         let empty: [u8; 0] = random_bytes().unwrap();
         assert!(empty.is_empty());
+    }
+}
+
+/// SHA-256 of `data` (the PKCE S256 code challenge is its base64url).
+pub fn sha256(data: &[u8]) -> [u8; 32] {
+    let d = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, data);
+    let mut out = [0u8; 32];
+    out.copy_from_slice(d.as_ref());
+    out
+}
+
+#[cfg(test)]
+mod sha_tests {
+    #[test]
+    fn sha256_of_abc() {
+        let h = super::sha256(b"abc");
+        assert_eq!(h[0], 0xba);
+        assert_eq!(h[31], 0xad);
     }
 }

@@ -65,6 +65,15 @@ impl std::fmt::Debug for UsableCredential {
     }
 }
 
+/// A credential validated and sealed, ready to commit.
+pub(super) struct PreparedCredential {
+    pub ns: crate::model::Ns,
+    pub other_ns: crate::model::Ns,
+    pub write: CredentialWrite,
+    pub metadata: Map<String, Value>,
+    pub expiry: Expiry,
+}
+
 pub struct CredentialPage {
     pub items: Vec<CredentialMeta>,
     pub next_cursor: Option<String>,
@@ -205,6 +214,18 @@ impl Service {
         input: CredentialInput,
     ) -> Result<(CredentialMeta, bool)> {
         p.require(Scope::CredentialsStore)?;
+        let prepared = self.prepare_credential(p, key, input).await?;
+        self.store_credential(p, ctx, key, prepared, "credentials.put", Vec::new())
+            .await
+    }
+
+    /// Validates and seals a credential for storage.
+    pub(super) async fn prepare_credential(
+        &self,
+        p: &InstallationPrincipal,
+        key: &RecordKey,
+        input: CredentialInput,
+    ) -> Result<PreparedCredential> {
         if let Some(t) = input.ttl {
             self.limits.check_ttl(t)?;
         }
@@ -258,34 +279,60 @@ impl Service {
             metadata: sealed_meta,
             secret: sealed_secret,
         };
-        let expiry = input.ttl.map_or(Expiry::Clear, Expiry::In);
+        Ok(PreparedCredential {
+            ns,
+            other_ns,
+            write,
+            metadata: input.metadata,
+            expiry: input.ttl.map_or(Expiry::Clear, Expiry::In),
+        })
+    }
+
+    /// Stores a prepared credential (replacing the one under its key), together with `extra`
+    /// mutations in the same transaction; retried on write conflicts.
+    pub(super) async fn store_credential(
+        &self,
+        p: &InstallationPrincipal,
+        ctx: &RequestContext,
+        key: &RecordKey,
+        prepared: PreparedCredential,
+        operation: &str,
+        extra: Vec<Mutation>,
+    ) -> Result<(CredentialMeta, bool)> {
+        let owner = prepared.write.owner;
         loop {
-            let current = self.backend.read_credential(&[ns], key.as_bytes()).await?;
+            let current = self
+                .backend
+                .read_credential(&[prepared.ns], key.as_bytes())
+                .await?;
             if let Some(c) = &current {
                 check_may_change(p, c)?;
             }
             let created = current.is_none();
-            let mut ev = self.credential_event(p, ctx, "credentials.put", key);
+            let mut ev = self.credential_event(p, ctx, operation, key);
             ev.status = if created { 201 } else { 200 };
             let mut guards = vec![p.ns];
-            if input.owner == CredentialOwner::Account {
+            if owner == CredentialOwner::Account {
                 guards.push(p.account_ns);
             }
+            let mut mutations = vec![Mutation::PutCredential {
+                ns: prepared.ns,
+                other_ns: Some(prepared.other_ns),
+                expect: current
+                    .as_ref()
+                    .map_or(Precondition::Absent, |c| Precondition::Version(c.version)),
+                credential: prepared.write.clone(),
+                expiry: prepared.expiry,
+            }];
+            mutations.extend(extra.iter().cloned());
             let commit = Commit {
                 guards,
-                mutations: vec![Mutation::PutCredential {
-                    ns,
-                    other_ns: Some(other_ns),
-                    expect: current
-                        .as_ref()
-                        .map_or(Precondition::Absent, |c| Precondition::Version(c.version)),
-                    credential: write.clone(),
-                    expiry,
-                }],
+                mutations,
                 audit: vec![ev],
             };
             match self.backend.commit(commit).await {
-                Err(CoreError::WriteConflict) => continue,
+                // With extra mutations the caller decides: its own precondition may be what failed.
+                Err(CoreError::WriteConflict) if extra.is_empty() => continue,
                 Err(e) => return Err(e),
                 Ok(applied) => {
                     let Some(crate::backend::Applied::Put {
@@ -298,18 +345,19 @@ impl Service {
                     else {
                         return Err(CoreError::internal("a credential put applied nothing"));
                     };
+                    let w = &prepared.write;
                     let meta = CredentialMeta {
                         key: key.as_str().to_owned(),
-                        owner: input.owner,
-                        provider: input.provider.clone(),
-                        kind: parsed.kind.as_str().to_owned(),
+                        owner,
+                        provider: w.provider.clone(),
+                        kind: w.kind.clone(),
                         version,
                         created_at,
                         updated_at,
                         expires_at,
-                        token_expires_at: parsed.token_expires_at,
-                        scopes: parsed.scopes.clone(),
-                        metadata: input.metadata.clone(),
+                        token_expires_at: w.token_expires_at,
+                        scopes: w.scopes.clone(),
+                        metadata: prepared.metadata.clone(),
                         needs_reconsent: false,
                     };
                     return Ok((meta, created));
@@ -375,6 +423,20 @@ impl Service {
         ev.key = Some(key.to_owned());
         ev.status = status;
         self.enqueue(vec![ev])
+    }
+
+    /// A credential's metadata as `p` sees it (no audit; callers audit their own operation).
+    pub(super) async fn get_credential_meta_for(
+        &self,
+        p: &InstallationPrincipal,
+        key: &RecordKey,
+    ) -> Result<CredentialMeta> {
+        let row = self
+            .backend
+            .read_credential(&[p.ns, p.account_ns], key.as_bytes())
+            .await?
+            .ok_or_else(|| CoreError::NotFound("no such credential".into()))?;
+        self.credential_meta(p, row).await
     }
 
     pub async fn get_credential(

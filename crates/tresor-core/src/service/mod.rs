@@ -5,6 +5,7 @@
 mod admin;
 mod auth;
 mod credentials;
+mod oauth;
 mod records;
 
 use std::sync::Arc;
@@ -20,6 +21,9 @@ use crate::model::{Limits, Principal, now_millis};
 pub use admin::{Installed, IssuedTokenOut, RecordPage};
 pub use credentials::{
     CredentialInput, CredentialMeta, CredentialPage, ProviderOut, UsableCredential,
+};
+pub use oauth::{
+    CallbackWork, FLOW_LIFETIME_MS, FlowStarted, FlowView, StartFlow, TokenEndpoint, TokenSet,
 };
 pub use records::{
     Condition, OpOutput, OpRequest, RecordMeta, RecordOp, RecordOut, RecordWithValue,
