@@ -6,9 +6,9 @@ use rusqlite::{Connection, params};
 use tresor_core::CoreError;
 use tresor_core::audit::AuditEvent;
 use tresor_core::backend::{
-    AccountRow, AppRow, Applied, Commit, DescriptionChange, Expiry, InstallOutcome,
-    InstallationRow, Mutation, NamespaceRow, NewInstallation, Precondition, ProviderRow, TokenKind,
-    TokenRow,
+    AccountRow, AppRow, Applied, Commit, DescriptionChange, Expiry, FlowRow, FlowStatus,
+    InstallOutcome, InstallationRow, Mutation, NamespaceRow, NewInstallation, Precondition,
+    ProviderRow, TokenKind, TokenRow,
 };
 use tresor_core::model::{Millis, Ns, StoreKind};
 
@@ -103,6 +103,9 @@ impl Op {
         }
     }
 }
+
+/// How long a flow is kept after it expired before the purge deletes it (a day).
+pub(crate) const FLOW_RETENTION: Millis = 24 * 60 * 60 * 1000;
 
 /// The largest version the contract allows (JavaScript's safe integers).
 pub(crate) const MAX_VERSION: u64 = (1 << 53) - 1;
@@ -288,7 +291,7 @@ fn apply(conn: &Connection, versions: &mut VersionCounter, op: Op) -> Result<Out
             Ok(Outcome::Deleted(n > 0))
         }
         Op::PurgeExpired { limit } => {
-            // Records first, then credentials with what is left of the one budget.
+            // Records first, then credentials, then flows, with what is left of the one budget.
             let records = conn
                 .prepare_cached(
                     "DELETE FROM records WHERE (ns, store, key) IN \
@@ -309,7 +312,24 @@ fn apply(conn: &Connection, versions: &mut VersionCounter, op: Op) -> Result<Out
                 .execute(params![now, i64::try_from(rest).unwrap_or(i64::MAX)])
                 .db()?
             };
-            Ok(Outcome::Purged(records + credentials))
+            // Flows last, a day after their expiry: until then a late `complete` still finds
+            // its flow and answers that it expired rather than that it never existed.
+            let rest = rest.saturating_sub(credentials);
+            let flows = if rest == 0 {
+                0
+            } else {
+                conn.prepare_cached(
+                    "DELETE FROM oauth_flows WHERE flow_id IN \
+                     (SELECT flow_id FROM oauth_flows WHERE expires_at < ?1 LIMIT ?2)",
+                )
+                .db()?
+                .execute(params![
+                    now.saturating_sub(FLOW_RETENTION),
+                    i64::try_from(rest).unwrap_or(i64::MAX)
+                ])
+                .db()?
+            };
+            Ok(Outcome::Purged(records + credentials + flows))
         }
         Op::PurgeAudit { before, limit } => {
             let n = conn
@@ -597,7 +617,121 @@ fn apply_mutation(
                 .db()?;
             Ok(Applied::Deleted)
         }
+        Mutation::AcquireCredentialLease {
+            ns,
+            key,
+            expect_version,
+            lease_id,
+            lease_until,
+        } => {
+            // One compare-and-set: the live credential at this version with a free lease. The
+            // version and `updated_at` stay, so readers waiting for the refresh see no change
+            // until the refreshed token set is put.
+            let taken = conn
+                .prepare_cached(
+                    "UPDATE credentials SET lease_until = ?1, lease_id = ?2 \
+                     WHERE ns = ?3 AND key = ?4 AND version = ?5 \
+                     AND (expires_at IS NULL OR expires_at > ?6) \
+                     AND (lease_until IS NULL OR lease_until <= ?6)",
+                )
+                .db()?
+                .execute(params![
+                    lease_until,
+                    lease_id,
+                    ns,
+                    key,
+                    as_i64(expect_version)?,
+                    now
+                ])
+                .db()?;
+            if taken == 0 {
+                return Err(CoreError::WriteConflict);
+            }
+            Ok(Applied::Checked)
+        }
+        Mutation::PutFlow { flow } => {
+            put_flow(conn, &flow)?;
+            Ok(Applied::Checked)
+        }
+        Mutation::FinishFlow {
+            flow_id,
+            status,
+            error,
+            access_token,
+        } => {
+            if status == FlowStatus::Pending {
+                return Err(CoreError::internal(
+                    "a flow can only finish completed or failed",
+                ));
+            }
+            let finished = conn
+                .prepare_cached(
+                    "UPDATE oauth_flows SET status = ?1, error = ?2, access_token = ?3 \
+                     WHERE flow_id = ?4 AND status = 'pending' AND expires_at > ?5",
+                )
+                .db()?
+                .execute(params![status.as_str(), error, access_token, flow_id, now])
+                .db()?;
+            if finished == 0 {
+                return Err(CoreError::WriteConflict);
+            }
+            Ok(Applied::Checked)
+        }
+        Mutation::TakeFlowToken { flow_id } => {
+            // With `secure_delete`, the token's bytes are overwritten, not left in a free page.
+            let handed_out = conn
+                .prepare_cached(
+                    "UPDATE oauth_flows SET taken = 1, access_token = NULL \
+                     WHERE flow_id = ?1 AND status = 'completed' AND taken = 0 \
+                     AND expires_at > ?2",
+                )
+                .db()?
+                .execute(params![flow_id, now])
+                .db()?;
+            if handed_out == 0 {
+                return Err(CoreError::WriteConflict);
+            }
+            Ok(Applied::Checked)
+        }
     }
+}
+
+/// Records a new flow; its id and its state MAC must both be new.
+fn put_flow(conn: &Connection, flow: &FlowRow) -> Result<()> {
+    if queries::flow_exists(conn, &flow.flow_id)? {
+        return Err(CoreError::Conflict("a flow with this id exists".into()));
+    }
+    if queries::flow_state_exists(conn, &flow.state_mac)? {
+        return Err(CoreError::Conflict("a flow with this state exists".into()));
+    }
+    let scopes = queries::encode_scopes(&flow.scopes)?;
+    conn.prepare_cached(
+        "INSERT INTO oauth_flows (flow_id, ns, installation_id, provider, store_key, \
+         store_owner, scopes, return_to, state_mac, verifier, status, error, access_token, \
+         taken, expires_at, created_at) \
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16)",
+    )
+    .db()?
+    .execute(params![
+        flow.flow_id,
+        flow.ns,
+        flow.installation_id,
+        flow.provider,
+        flow.store_key,
+        flow.store_owner.as_str(),
+        scopes,
+        flow.return_to,
+        flow.state_mac,
+        flow.verifier,
+        flow.status.as_str(),
+        flow.error,
+        flow.access_token,
+        flow.taken,
+        flow.expires_at,
+        flow.created_at,
+    ])
+    .db()?;
+    Ok(())
 }
 
 /// The parts of a live credential that a write checks or keeps.
@@ -690,15 +824,19 @@ fn insert_namespace(
     Ok(())
 }
 
-/// Deletes every record and credential of a namespace and then the namespace row itself: its
-/// wrapped key is destroyed, so stray copies of its ciphertexts can no longer be opened
-/// (crypto-shredding).
+/// Deletes every record, credential and OAuth flow of a namespace and then the namespace row
+/// itself: its wrapped key is destroyed, so stray copies of its ciphertexts can no longer be
+/// opened (crypto-shredding).
 fn destroy_namespace(conn: &Connection, ns: Ns) -> Result<()> {
     conn.prepare_cached("DELETE FROM records WHERE ns = ?1")
         .db()?
         .execute([ns])
         .db()?;
     conn.prepare_cached("DELETE FROM credentials WHERE ns = ?1")
+        .db()?
+        .execute([ns])
+        .db()?;
+    conn.prepare_cached("DELETE FROM oauth_flows WHERE ns = ?1")
         .db()?
         .execute([ns])
         .db()?;
@@ -899,8 +1037,8 @@ fn install(conn: &Connection, new: NewInstallation, now: Millis) -> Result<Insta
     }))
 }
 
-/// Removes an installation incarnation: its records (every store), credentials, tokens,
-/// namespace key and row. Also the step of deleting its app or account. Its account's
+/// Removes an installation incarnation: its records (every store), credentials, OAuth flows,
+/// tokens, namespace key and row. Also the step of deleting its app or account. Its account's
 /// credentials live in the account's namespace and stay.
 fn uninstall(conn: &Connection, inst: &InstallationRow) -> Result<()> {
     conn.prepare_cached("DELETE FROM tokens WHERE installation_id = ?1 OR ns = ?2")

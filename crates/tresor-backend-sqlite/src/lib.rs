@@ -24,8 +24,9 @@ use async_trait::async_trait;
 use tresor_core::CoreError;
 use tresor_core::audit::{AuditEvent, AuditQuery};
 use tresor_core::backend::{
-    AccountRow, AppRow, Applied, AuthRecord, Backend, Commit, CredentialRow, InstallOutcome,
-    InstallationRow, ListQuery, NamespaceRow, NewInstallation, ProviderRow, StoredRecord, TokenRow,
+    AccountRow, AppRow, Applied, AuthRecord, Backend, Commit, CredentialRow, FlowRow,
+    InstallOutcome, InstallationRow, ListQuery, NamespaceRow, NewInstallation, ProviderRow,
+    StoredRecord, TokenRow,
 };
 use tresor_core::model::{Ns, StoreKind, now_millis};
 
@@ -255,6 +256,20 @@ impl Backend for SqliteBackend {
         let (namespaces, query) = (namespaces.to_vec(), query.clone());
         self.readers
             .run(move |conn| queries::list_credentials(conn, &namespaces, &query, now_millis()))
+            .await
+    }
+
+    async fn flow_by_id(&self, flow_id: &str) -> Result<Option<FlowRow>> {
+        let flow_id = flow_id.to_owned();
+        self.readers
+            .run(move |conn| queries::flow_by_id(conn, &flow_id))
+            .await
+    }
+
+    async fn flow_by_state(&self, state_mac: &[u8]) -> Result<Option<FlowRow>> {
+        let state_mac = state_mac.to_vec();
+        self.readers
+            .run(move |conn| queries::flow_by_state(conn, &state_mac))
             .await
     }
 

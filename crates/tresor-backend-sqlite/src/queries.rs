@@ -6,8 +6,8 @@ use rusqlite::{Connection, OptionalExtension, Row, params, params_from_iter};
 use tresor_core::CoreError;
 use tresor_core::audit::{AuditEvent, AuditQuery};
 use tresor_core::backend::{
-    AccountRow, AppRow, AuthRecord, CredentialOwner, CredentialRow, CredentialWrite,
-    InstallationRow, ListQuery, ProviderRow, StoredRecord, TokenKind, TokenRow,
+    AccountRow, AppRow, AuthRecord, CredentialOwner, CredentialRow, CredentialWrite, FlowRow,
+    FlowStatus, InstallationRow, ListQuery, ProviderRow, StoredRecord, TokenKind, TokenRow,
 };
 use tresor_core::model::{Millis, Ns, StoreKind};
 
@@ -327,6 +327,90 @@ fn credential_row(r: &Row<'_>, with_secret: bool) -> rusqlite::Result<Result<Cre
             expires_at,
             lease_until,
             lease_id,
+        })
+    })())
+}
+
+/// A flow's columns, in [`flow_row`]'s order.
+const FLOW_COLUMNS: &str = "SELECT flow_id, ns, installation_id, provider, store_key, store_owner, \
+     scopes, return_to, state_mac, verifier, status, error, access_token, taken, expires_at, \
+     created_at FROM oauth_flows";
+
+/// The flow with this id, whatever its status or expiry (the service judges).
+pub(crate) fn flow_by_id(conn: &Connection, flow_id: &str) -> Result<Option<FlowRow>> {
+    let row = conn
+        .prepare_cached(&format!("{FLOW_COLUMNS} WHERE flow_id = ?1"))
+        .db()?
+        .query_row([flow_id], flow_row)
+        .optional()
+        .db()?;
+    row.transpose()
+}
+
+/// The flow whose state MAC this is, whatever its status or expiry.
+pub(crate) fn flow_by_state(conn: &Connection, state_mac: &[u8]) -> Result<Option<FlowRow>> {
+    let row = conn
+        .prepare_cached(&format!("{FLOW_COLUMNS} WHERE state_mac = ?1"))
+        .db()?
+        .query_row([state_mac], flow_row)
+        .optional()
+        .db()?;
+    row.transpose()
+}
+
+pub(crate) fn flow_exists(conn: &Connection, flow_id: &str) -> Result<bool> {
+    conn.prepare_cached("SELECT EXISTS (SELECT 1 FROM oauth_flows WHERE flow_id = ?1)")
+        .db()?
+        .query_row([flow_id], |r| r.get(0))
+        .db()
+}
+
+pub(crate) fn flow_state_exists(conn: &Connection, state_mac: &[u8]) -> Result<bool> {
+    conn.prepare_cached("SELECT EXISTS (SELECT 1 FROM oauth_flows WHERE state_mac = ?1)")
+        .db()?
+        .query_row([state_mac], |r| r.get(0))
+        .db()
+}
+
+/// A flow row in the column order of [`FLOW_COLUMNS`]; the inner `Result` carries a decoding
+/// failure of the stored owner, scopes or status.
+fn flow_row(r: &Row<'_>) -> rusqlite::Result<Result<FlowRow>> {
+    let flow_id: String = r.get(0)?;
+    let ns: Ns = r.get(1)?;
+    let installation_id: String = r.get(2)?;
+    let provider: String = r.get(3)?;
+    let store_key: Vec<u8> = r.get(4)?;
+    let store_owner: String = r.get(5)?;
+    let scopes: String = r.get(6)?;
+    let return_to: Option<String> = r.get(7)?;
+    let state_mac: Vec<u8> = r.get(8)?;
+    let verifier: Vec<u8> = r.get(9)?;
+    let status: String = r.get(10)?;
+    let error: Option<String> = r.get(11)?;
+    let access_token: Option<Vec<u8>> = r.get(12)?;
+    let taken: bool = r.get(13)?;
+    let expires_at: Millis = r.get(14)?;
+    let created_at: Millis = r.get(15)?;
+    Ok((|| {
+        Ok(FlowRow {
+            flow_id,
+            ns,
+            installation_id,
+            provider,
+            store_key,
+            store_owner: decode_owner(&store_owner)?,
+            scopes: decode_scopes(&scopes)?,
+            return_to,
+            state_mac,
+            verifier,
+            status: FlowStatus::parse(&status).ok_or_else(|| {
+                CoreError::internal(format!("unknown stored flow status `{status}`"))
+            })?,
+            error,
+            access_token,
+            taken,
+            expires_at,
+            created_at,
         })
     })())
 }

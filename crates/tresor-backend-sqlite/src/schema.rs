@@ -121,7 +121,7 @@ fn migrate(conn: &mut Connection) -> Result<(), CoreError> {
 }
 
 /// The migrations, in order; entry `i` brings the schema to version `i + 1`.
-const MIGRATIONS: &[&str] = &[MIGRATION_1, MIGRATION_2];
+const MIGRATIONS: &[&str] = &[MIGRATION_1, MIGRATION_2, MIGRATION_3];
 
 /// The first schema. Keys are BLOBs so that they compare as bytes (memcmp), which is the
 /// contract's key order. Namespace ids are random, so a reinstall never meets old rows.
@@ -255,12 +255,46 @@ CREATE TABLE providers (
 );
 ";
 
-/// Creates a database as the first release left it: schema version 1, nothing else.
+/// OAuth authorization-code flows. A flow belongs to the installation incarnation (`ns`) that
+/// started it and dies with it. `state_mac` is the MAC of the single-use `state` (the state
+/// itself is never stored), unique so a callback finds exactly one flow; `verifier` and
+/// `access_token` are sealed, and the token is set to NULL once it was handed out (`taken`).
+/// `status` is `pending`, `completed` or `failed`; `scopes` is a JSON array like
+/// `credentials.scopes`. Flows are purged a day after `expires_at`, so that a late `complete`
+/// still finds its flow and answers that it expired.
+const MIGRATION_3: &str = "
+CREATE TABLE oauth_flows (
+    flow_id         TEXT PRIMARY KEY,
+    ns              INTEGER NOT NULL,
+    installation_id TEXT NOT NULL,
+    provider        TEXT NOT NULL,
+    store_key       BLOB NOT NULL,
+    store_owner     TEXT NOT NULL,
+    scopes          TEXT NOT NULL,
+    return_to       TEXT,
+    state_mac       BLOB NOT NULL UNIQUE,
+    verifier        BLOB NOT NULL,
+    status          TEXT NOT NULL,
+    error           TEXT,
+    access_token    BLOB,
+    taken           INTEGER NOT NULL,
+    expires_at      INTEGER NOT NULL,
+    created_at      INTEGER NOT NULL
+);
+CREATE INDEX oauth_flows_by_ns ON oauth_flows (ns);
+CREATE INDEX oauth_flows_by_expiry ON oauth_flows (expires_at);
+";
+
+/// Creates a database as an earlier release left it: the first `version` migrations, nothing
+/// else.
 #[cfg(test)]
-pub(crate) fn create_version_1(path: &Path) -> Result<Connection, CoreError> {
+pub(crate) fn create_version(path: &Path, version: usize) -> Result<Connection, CoreError> {
     let conn = Connection::open(path).db()?;
-    conn.execute_batch(MIGRATION_1).db()?;
-    conn.pragma_update(None, "user_version", 1).db()?;
+    for sql in &MIGRATIONS[..version] {
+        conn.execute_batch(sql).db()?;
+    }
+    conn.pragma_update(None, "user_version", version as i64)
+        .db()?;
     Ok(conn)
 }
 
@@ -310,7 +344,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("t.db");
         {
-            let conn = create_version_1(&path).unwrap();
+            let conn = create_version(&path, 1).unwrap();
             conn.execute(
                 "INSERT INTO records (ns, store, key, version, created_at, updated_at, value) \
                  VALUES (1, 1, x'6b', 7, 1, 1, x'00')",
@@ -327,9 +361,14 @@ mod tests {
         }
         let conn = open_writer(&path).unwrap();
         assert_eq!(stored_version(&conn).unwrap(), SCHEMA_VERSION);
-        assert_eq!(SCHEMA_VERSION, 2);
         let tables = table_names(&conn);
-        for table in ["credentials", "providers", "records", "counters"] {
+        for table in [
+            "credentials",
+            "providers",
+            "oauth_flows",
+            "records",
+            "counters",
+        ] {
             assert!(tables.contains(&table.to_owned()), "{table}: {tables:?}");
         }
         let index: i64 = conn
@@ -363,6 +402,87 @@ mod tests {
         assert_eq!(stored_version(&conn).unwrap(), SCHEMA_VERSION);
         let n: i64 = conn
             .query_row("SELECT COUNT(*) FROM credentials", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!(n, 1);
+    }
+
+    fn index_exists(conn: &Connection, name: &str) -> bool {
+        conn.query_row(
+            "SELECT EXISTS (SELECT 1 FROM sqlite_master WHERE type = 'index' AND name = ?1)",
+            [name],
+            |r| r.get(0),
+        )
+        .unwrap()
+    }
+
+    #[test]
+    fn a_version_2_database_is_migrated_and_keeps_its_data() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("t.db");
+        {
+            let conn = create_version(&path, 2).unwrap();
+            conn.execute(
+                "INSERT INTO credentials (ns, key, owner, app_id, provider, kind, version, \
+                 created_at, updated_at, scopes, needs_reconsent, metadata, secret, lease_until, \
+                 lease_id) VALUES (1, x'6b', 'installation', 'app', 'p', 'oauth2', 9, 1, 1, '[]', \
+                 0, x'', x'01', 5, 'lease')",
+                [],
+            )
+            .unwrap();
+            conn.execute(
+                "UPDATE counters SET value = 9 WHERE name = 'record_version'",
+                [],
+            )
+            .unwrap();
+            let tables = table_names(&conn);
+            assert!(!tables.contains(&"oauth_flows".to_owned()), "{tables:?}");
+        }
+        let conn = open_writer(&path).unwrap();
+        assert_eq!(stored_version(&conn).unwrap(), SCHEMA_VERSION);
+        assert_eq!(SCHEMA_VERSION, 3);
+        let tables = table_names(&conn);
+        for table in ["oauth_flows", "credentials", "providers", "records"] {
+            assert!(tables.contains(&table.to_owned()), "{table}: {tables:?}");
+        }
+        for index in ["oauth_flows_by_ns", "oauth_flows_by_expiry"] {
+            assert!(index_exists(&conn, index), "{index}");
+        }
+        let kept: (i64, i64, String, i64) = conn
+            .query_row(
+                "SELECT (SELECT version FROM credentials WHERE key = x'6b'), \
+                        (SELECT lease_until FROM credentials WHERE key = x'6b'), \
+                        (SELECT lease_id FROM credentials WHERE key = x'6b'), \
+                        (SELECT value FROM counters WHERE name = 'record_version')",
+                [],
+                |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)),
+            )
+            .unwrap();
+        assert_eq!(
+            kept,
+            (9, 5, "lease".to_owned(), 9),
+            "the migration keeps credentials, their leases and the counter"
+        );
+        let insert_flow = |flow_id: &str, state_mac: &str| {
+            conn.execute(
+                "INSERT INTO oauth_flows (flow_id, ns, installation_id, provider, store_key, \
+                 store_owner, scopes, state_mac, verifier, status, taken, expires_at, \
+                 created_at) VALUES (?1, 1, 'i', 'p', x'6b', 'installation', '[]', \
+                 CAST(?2 AS BLOB), x'02', 'pending', 0, 10, 1)",
+                [flow_id, state_mac],
+            )
+        };
+        insert_flow("f1", "s1").unwrap();
+        assert!(
+            insert_flow("f2", "s1").is_err(),
+            "a state MAC belongs to one flow"
+        );
+        assert!(insert_flow("f1", "s2").is_err(), "a flow id is unique");
+        drop(conn);
+        // Opening again applies nothing more.
+        let conn = open_writer(&path).unwrap();
+        assert_eq!(stored_version(&conn).unwrap(), SCHEMA_VERSION);
+        let n: i64 = conn
+            .query_row("SELECT COUNT(*) FROM oauth_flows", [], |r| r.get(0))
             .unwrap();
         assert_eq!(n, 1);
     }

@@ -1,13 +1,14 @@
 //! Tests of what is particular to the SQLite backend: group commit, reopening, the schema
-//! version check, shutdown, the audit queue's bound and a full disk. What every backend must do
-//! is in the conformance suite (`tests/conformance.rs`).
+//! version check and migrations, shutdown, the audit queue's bound and a full disk. What every
+//! backend must do is in the conformance suite (`tests/conformance.rs`).
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use tresor_core::ErrorCode;
 use tresor_core::backend::{
-    CredentialOwner, CredentialWrite, DescriptionChange, Expiry, Mutation, Precondition,
+    CredentialOwner, CredentialWrite, DescriptionChange, Expiry, FlowRow, FlowStatus, Mutation,
+    Precondition,
 };
 
 use super::*;
@@ -276,7 +277,7 @@ async fn a_newer_schema_is_refused() {
 async fn a_version_1_database_opens_with_credentials_and_providers() {
     let dir = tempfile::tempdir().expect("tempdir");
     {
-        let conn = schema::create_version_1(&dir.path().join(DATABASE_FILE)).expect("v1");
+        let conn = schema::create_version(&dir.path().join(DATABASE_FILE), 1).expect("v1");
         conn.execute_batch(
             "INSERT INTO records (ns, store, key, version, created_at, updated_at, value) \
              VALUES (1, 3, x'6f6c64', 41, 1, 1, x'01'); \
@@ -337,6 +338,90 @@ async fn a_version_1_database_opens_with_credentials_and_providers() {
         .await
         .expect("put_provider");
     assert!(created);
+}
+
+#[tokio::test]
+async fn a_version_2_database_opens_with_flows_and_keeps_leases() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let held_until = now_millis() + 60_000;
+    {
+        let conn = schema::create_version(&dir.path().join(DATABASE_FILE), 2).expect("v2");
+        conn.execute(
+            "INSERT INTO credentials (ns, key, owner, app_id, provider, kind, version, \
+             created_at, updated_at, scopes, needs_reconsent, metadata, secret, lease_until, \
+             lease_id) VALUES (1, x'6f6c64', 'installation', 'app', 'p', 'oauth2', 52, 1, 1, \
+             '[\"repo\"]', 0, x'01', x'02', ?1, 'lease-1')",
+            [held_until],
+        )
+        .expect("v2 credential");
+        conn.execute_batch("UPDATE counters SET value = 52 WHERE name = 'record_version';")
+            .expect("v2 counter");
+    }
+    let b = open(dir.path());
+    let row = b
+        .read_credential(&[1], b"old")
+        .await
+        .expect("read")
+        .expect("the v2 credential survives the migration");
+    assert_eq!(row.version, 52);
+    assert_eq!(row.write.secret, [2]);
+    assert_eq!(
+        (row.lease_until, row.lease_id.as_deref()),
+        (Some(held_until), Some("lease-1"))
+    );
+    let acquire = |lease_id: &str| Commit {
+        guards: Vec::new(),
+        mutations: vec![Mutation::AcquireCredentialLease {
+            ns: 1,
+            key: b"old".to_vec(),
+            expect_version: 52,
+            lease_id: lease_id.into(),
+            lease_until: now_millis() + 30_000,
+        }],
+        audit: vec![event("acquire_lease")],
+    };
+    let held = b.commit(acquire("lease-2")).await;
+    assert!(
+        matches!(held, Err(CoreError::WriteConflict)),
+        "the migrated lease is still held: {held:?}"
+    );
+
+    let flow = FlowRow {
+        flow_id: "flow-1".into(),
+        ns: 1,
+        installation_id: "inst".into(),
+        provider: "p".into(),
+        store_key: b"old".to_vec(),
+        store_owner: CredentialOwner::Installation,
+        scopes: vec!["repo".into()],
+        return_to: None,
+        state_mac: b"state-mac".to_vec(),
+        verifier: b"sealed-verifier".to_vec(),
+        status: FlowStatus::Pending,
+        error: None,
+        access_token: None,
+        taken: false,
+        expires_at: now_millis() + 600_000,
+        created_at: now_millis(),
+    };
+    let applied = b
+        .commit(Commit {
+            guards: Vec::new(),
+            mutations: vec![Mutation::PutFlow { flow }],
+            audit: vec![event("start_flow")],
+        })
+        .await
+        .expect("a flow put on the migrated database");
+    assert_eq!(applied, [Applied::Checked]);
+    let stored = b
+        .flow_by_state(b"state-mac")
+        .await
+        .expect("read")
+        .expect("stored");
+    assert_eq!(
+        (stored.flow_id.as_str(), stored.status),
+        ("flow-1", FlowStatus::Pending)
+    );
 }
 
 #[tokio::test]

@@ -13,6 +13,7 @@
 mod admin;
 mod audit;
 mod credentials;
+mod flows;
 mod helpers;
 mod model;
 mod records;
@@ -27,6 +28,7 @@ use tresor_core::backend::Backend;
 pub use admin::*;
 pub use audit::*;
 pub use credentials::*;
+pub use flows::*;
 pub use model::{ModelExpect, ModelOp, check_against_model, model_property};
 pub use records::*;
 
@@ -105,6 +107,14 @@ macro_rules! conformance_tests {
             providers_create_update_get_list_delete,
             provider_client_secret_is_kept_replaced_or_cleared,
             purge_expired_removes_expired_credentials,
+            flow_put_then_read_round_trips,
+            flow_ids_and_states_are_unique,
+            finish_flow_once_while_pending,
+            take_flow_token_once,
+            credential_lease_is_a_compare_and_set,
+            uninstall_removes_installation_flows,
+            deleting_an_app_or_account_removes_its_flows,
+            purge_expired_keeps_flows_a_day_past_expiry,
         );
     };
     (@cases $make:expr; $($case:ident),* $(,)?) => {
@@ -181,6 +191,14 @@ where
         providers_create_update_get_list_delete,
         provider_client_secret_is_kept_replaced_or_cleared,
         purge_expired_removes_expired_credentials,
+        flow_put_then_read_round_trips,
+        flow_ids_and_states_are_unique,
+        finish_flow_once_while_pending,
+        take_flow_token_once,
+        credential_lease_is_a_compare_and_set,
+        uninstall_removes_installation_flows,
+        deleting_an_app_or_account_removes_its_flows,
+        purge_expired_keeps_flows_a_day_past_expiry,
     );
     let fixture = make().await;
     let mut runner = TestRunner::deterministic();
