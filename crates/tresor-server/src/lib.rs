@@ -7,6 +7,7 @@ mod context;
 mod credentials;
 mod error;
 mod metrics;
+mod oauth;
 pub mod openapi;
 pub mod proxy;
 mod records;
@@ -43,6 +44,8 @@ pub struct AppState {
     pub extra_metrics: Option<ExtraMetrics>,
     /// Time and size caps of the request proxy.
     pub proxy_limits: proxy::forward::ProxyLimits,
+    /// The server's public base URL (the OAuth redirect URI is built on it).
+    pub public_url: String,
 }
 
 /// How to listen.
@@ -169,6 +172,26 @@ pub fn router(state: AppState) -> Router {
         async move { credentials::request_route(st, req).await }
     };
     let st = state.clone();
+    let flow_start = move |req: Request| {
+        let st = st.clone();
+        async move { oauth::start_route(st, req).await }
+    };
+    let st = state.clone();
+    let flow = move |req: Request| {
+        let st = st.clone();
+        async move { oauth::flow_route(st, req).await }
+    };
+    let st = state.clone();
+    let callback = move |req: Request| {
+        let st = st.clone();
+        async move { oauth::callback_route(st, req).await }
+    };
+    r = r
+        .route("/v1/oauth/flows", post(flow_start))
+        .route("/v1/oauth/flows/{id}", get(flow.clone()))
+        .route("/v1/oauth/flows/{id}/complete", post(flow))
+        .route("/v1/oauth/callback", get(callback));
+    let st = state.clone();
     let provider = move |req: Request| {
         let st = st.clone();
         async move { credentials::provider_route(st, req).await }
@@ -188,10 +211,6 @@ pub fn router(state: AppState) -> Router {
 
     // Routes of later releases answer plainly instead of 404.
     for (path, what) in [
-        ("/v1/oauth/flows", "OAuth flows"),
-        ("/v1/oauth/flows/{id}", "OAuth flows"),
-        ("/v1/oauth/flows/{id}/complete", "OAuth flows"),
-        ("/v1/oauth/callback", "the OAuth callback"),
         ("/v1/admin/keys", "root key rotation"),
         ("/v1/admin/keys/rotate", "root key rotation"),
     ] {

@@ -16,6 +16,7 @@ pub fn document() -> Value {
     }
     paths.insert("/v1/batch".into(), batch_path());
     credential_paths(&mut paths);
+    oauth_paths(&mut paths);
     admin_paths(&mut paths);
     for (p, summary) in [
         ("/healthz", "Liveness: the process answers."),
@@ -52,7 +53,7 @@ pub fn document() -> Value {
                 PATCH also accepts Content-Type application/json; field ops that return stored \
                 values (increment, list_pop, list_peek, set_contains) need the store's read \
                 scope; DELETE ?fields= on a non-object value is 409; features of later releases \
-                (OAuth flows, key rotation) answer 501 not_implemented; a \
+                (root key rotation, the client-credentials grant) answer 501 not_implemented; a \
                 provider document answers `oauth2.client_secret_set` in place of the secret.",
         },
         "servers": [{"url": "/"}],
@@ -234,6 +235,40 @@ fn credential_paths(paths: &mut Map<String, Value>) {
             "responses": with_ok(put_resp, "201", doc)},
         "delete": {"summary": "Delete a provider.", "responses": with_ok(errs(), "204", json!({"description": "deleted"}))},
     }));
+}
+
+fn oauth_paths(paths: &mut Map<String, Value>) {
+    let obj = |d: &str| json!({"description": d, "content": {"application/json": {"schema": {"type": "object"}}}});
+    paths.insert("/v1/oauth/flows".into(), json!({"post": {
+        "summary": "Start an authorization-code flow with PKCE (S256); the answer's authorize_url goes to the user's browser.",
+        "requestBody": {"required": true, "content": {"application/json": {"schema": {"type": "object", "required": ["provider", "store_as"], "properties": {
+            "provider": {"type": "string"},
+            "store_as": {"type": "object", "required": ["key"], "properties": {"key": {"type": "string"}, "owner": {"type": "string", "enum": ["installation", "account"]}}},
+            "scopes": {"type": "array", "items": {"type": "string"}},
+            "return_to": {"type": "string"}}}}}},
+        "responses": with_ok(std_errors(&[]), "201", obj("{flow_id, authorize_url, expires_at}")),
+    }}));
+    let flow_id =
+        json!({"name": "flow_id", "in": "path", "required": true, "schema": {"type": "string"}});
+    paths.insert("/v1/oauth/flows/{flow_id}".into(), json!({"parameters": [flow_id.clone()], "get": {
+        "summary": "Flow status: pending, completed, failed (with the provider's error) or expired.",
+        "responses": with_ok(std_errors(&[("404", "no such flow for this installation")]), "200", obj("{flow_id, status, error?, expires_at}")),
+    }}));
+    paths.insert("/v1/oauth/flows/{flow_id}/complete".into(), json!({"parameters": [flow_id], "post": {
+        "summary": "The setup result: the credential's metadata and the access token, exactly once.",
+        "responses": with_ok(std_errors(&[("404", "no such flow"), ("409", "pending or failed"), ("410", "expired or already taken")]), "200", obj("{credential, access_token}")),
+    }}));
+    paths.insert("/v1/oauth/callback".into(), json!({"get": {
+        "summary": "The provider sends the user's browser here (no token): exchanges the code and redirects to return_to or shows a page.",
+        "security": [],
+        "parameters": [
+            query("state", json!({"type": "string"}), ""), query("code", json!({"type": "string"}), ""),
+            query("error", json!({"type": "string"}), ""),
+        ],
+        "responses": {"302": {"description": "to return_to?flow_id=…&status=completed|failed"},
+            "200": {"description": "an HTML page", "content": {"text/html": {"schema": {"type": "string"}}}},
+            "400": {"description": "unknown, used or expired state (HTML page)", "content": {"text/html": {"schema": {"type": "string"}}}}},
+    }}));
 }
 
 fn admin_paths(paths: &mut Map<String, Value>) {

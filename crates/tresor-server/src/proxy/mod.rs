@@ -5,6 +5,7 @@
 pub mod address;
 pub mod forward;
 pub mod target;
+pub mod token;
 
 pub use address::{AddressClass, check_ip, classify, classify_host, resolve_checked};
 pub use target::{
