@@ -121,6 +121,14 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         metrics,
         extra_metrics: Some(extra),
         proxy_limits: tresor_server::proxy::forward::ProxyLimits::default(),
+        public_url: args.public_url.clone().unwrap_or_else(|| {
+            let scheme = if args.tls_cert.is_some() {
+                "https"
+            } else {
+                "http"
+            };
+            format!("{scheme}://{}", args.listen)
+        }),
     };
 
     let retention = Duration::from_secs(u64::from(args.audit_retention_days) * 86_400);
