@@ -86,8 +86,61 @@ async fn request_inner(
     let limit = state.service.limits().max_body_bytes();
     let body = read_body(&headers, req.into_body(), Media::Json, limit).await?;
     let proxied = crate::proxy::forward::parse_request(parse_strict(&body, 128)?)?;
-    let cred = state.service.credential_for_use(principal, &key).await?;
-    crate::proxy::forward::forward(&cred, proxied, &state.proxy_limits).await
+    let svc = &state.service;
+    let limits = &state.proxy_limits;
+    let mut cred = svc.credential_for_use(principal, &key).await?;
+    if cred.needs_renewal(tresor_core::model::now_millis()) {
+        cred = renew(state, principal, &cred).await?;
+    }
+    let (status, doc) = crate::proxy::forward::forward(&cred, proxied.clone(), limits).await?;
+    if status != 401 || !cred.renewable() {
+        return Ok(doc);
+    }
+    // After a 401, once: a token another request already replaced is used as it is;
+    // otherwise this request refreshes (single-flight) and tries again.
+    let latest = svc.credential_for_use(principal, &key).await?;
+    let retry = if latest.version() != cred.version() {
+        latest
+    } else {
+        renew(state, principal, &latest).await?
+    };
+    crate::proxy::forward::forward(&retry, proxied, limits)
+        .await
+        .map(|(_, doc)| doc)
+}
+
+/// A fresh token for `cred`: refreshed by this request under the lease, or by whoever held it.
+async fn renew(
+    state: &AppState,
+    principal: &tresor_core::model::Principal,
+    cred: &tresor_core::service::UsableCredential,
+) -> Result<tresor_core::service::UsableCredential, CoreError> {
+    use tresor_core::service::{RefreshFailure, RefreshStep};
+    let svc = &state.service;
+    match svc.begin_refresh(principal, cred).await? {
+        RefreshStep::Fresh(c) => Ok(c),
+        RefreshStep::Refresh(mut work) => {
+            svc.refresh_endpoint_secret(&mut work).await?;
+            let outcome = {
+                let params: Vec<(&str, &str)> =
+                    work.params.iter().map(|(k, v)| (*k, v.as_str())).collect();
+                match crate::proxy::token::request_tokens(
+                    &work.endpoint,
+                    &params,
+                    &state.proxy_limits,
+                )
+                .await
+                {
+                    Ok(t) => Ok(t),
+                    Err(crate::proxy::token::TokenError::Provider(e)) if e == "invalid_grant" => {
+                        Err(RefreshFailure::InvalidGrant)
+                    }
+                    Err(e) => Err(RefreshFailure::Other(e.describe())),
+                }
+            };
+            svc.finish_refresh(principal, work, outcome).await
+        }
+    }
 }
 
 /// `/v1/credentials`: the listing.

@@ -53,7 +53,7 @@ pub fn document() -> Value {
                 PATCH also accepts Content-Type application/json; field ops that return stored \
                 values (increment, list_pop, list_peek, set_contains) need the store's read \
                 scope; DELETE ?fields= on a non-object value is 409; features of later releases \
-                (root key rotation, the client-credentials grant) answer 501 not_implemented; a \
+                (root key rotation) answer 501 not_implemented; a \
                 provider document answers `oauth2.client_secret_set` in place of the secret.",
         },
         "servers": [{"url": "/"}],

@@ -54,6 +54,9 @@ pub struct UsableCredential {
     pub meta: CredentialMeta,
     pub provider: ProviderDoc,
     pub secret: CredentialSecret,
+    /// The namespace holding it and the app that stored it, for refreshes.
+    pub(super) ns: crate::model::Ns,
+    pub(super) stored_by: String,
 }
 
 impl std::fmt::Debug for UsableCredential {
@@ -402,11 +405,15 @@ impl Service {
             &row.write.secret,
         )?;
         let secret = CredentialSecret::from_opened(secret);
+        let ns = row.ns;
+        let stored_by = row.write.app_id.clone();
         let meta = self.credential_meta(p, row).await?;
         Ok(UsableCredential {
             meta,
             provider,
             secret,
+            ns,
+            stored_by,
         })
     }
 
@@ -664,7 +671,7 @@ fn check_may_change(p: &InstallationPrincipal, current: &CredentialRow) -> Resul
     Ok(())
 }
 
-fn owner_label(p: &InstallationPrincipal, owner: CredentialOwner) -> String {
+pub(super) fn owner_label(p: &InstallationPrincipal, owner: CredentialOwner) -> String {
     match owner {
         CredentialOwner::Installation => format!("{}/{}", p.account_id, p.installation_id),
         CredentialOwner::Account => format!("account/{}", p.account_id),

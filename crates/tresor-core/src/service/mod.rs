@@ -7,6 +7,7 @@ mod auth;
 mod credentials;
 mod oauth;
 mod records;
+mod refresh;
 
 use std::sync::Arc;
 
@@ -28,6 +29,7 @@ pub use oauth::{
 pub use records::{
     Condition, OpOutput, OpRequest, RecordMeta, RecordOp, RecordOut, RecordWithValue,
 };
+pub use refresh::{REFRESH_MARGIN_MS, RefreshFailure, RefreshStep, RefreshWork};
 
 /// The name under which the wrapped token pepper is kept in the backend's meta table.
 const PEPPER_META: &str = "token_pepper";

@@ -39,6 +39,7 @@ impl Default for ProxyLimits {
 }
 
 /// What the app asks for: `{"method", "path", "query"?, "headers"?, "body"? | "body_base64"?}`.
+#[derive(Clone)]
 pub struct ProxyRequest {
     pub method: reqwest::Method,
     pub path: Option<String>,
@@ -164,12 +165,13 @@ pub fn parse_request(doc: Value) -> Result<ProxyRequest, CoreError> {
     })
 }
 
-/// Sends the request with the credential injected and returns the answer document.
+/// Sends the request with the credential injected and returns the upstream's status and the
+/// answer document.
 pub async fn forward(
     cred: &UsableCredential,
     req: ProxyRequest,
     limits: &ProxyLimits,
-) -> Result<Value, CoreError> {
+) -> Result<(u16, Value), CoreError> {
     let provider = &cred.provider;
     let base = fill_base_url(&provider.base_url, &cred.meta.metadata)?;
     let injection = Injection::of(cred)?;
@@ -254,13 +256,8 @@ pub async fn forward(
         body.extend_from_slice(&chunk);
     }
     let secrets = injection.redactions(cred);
-    Ok(answer(
-        status,
-        &resp_headers,
-        body,
-        &secrets,
-        req.method == reqwest::Method::HEAD,
-    ))
+    let head = req.method == reqwest::Method::HEAD;
+    Ok((status, answer(status, &resp_headers, body, &secrets, head)))
 }
 
 fn upstream_error(e: reqwest::Error) -> CoreError {
@@ -294,11 +291,6 @@ impl Injection {
             })
         };
         let kind = cred.meta.kind.as_str();
-        if kind == CredentialKind::ClientCredentials.as_str() {
-            return Err(CoreError::NotAvailableYet(
-                "the client-credentials grant through the proxy",
-            ));
-        }
         let token = || -> Result<Zeroizing<String>, CoreError> {
             if kind == CredentialKind::ApiKey.as_str() {
                 field("api_key")
