@@ -43,6 +43,12 @@ pub struct ServeArgs {
     /// Allow plain HTTP on a non-loopback address.
     #[arg(long)]
     pub insecure_http: bool,
+    /// Seconds a proxied request (and a call to a token endpoint) may take.
+    #[arg(long, env = "TRESOR_PROXY_TIMEOUT", default_value_t = 30, value_parser = clap::value_parser!(u64).range(1..=600))]
+    pub proxy_timeout: u64,
+    /// Largest upstream answer the proxy accepts, in bytes.
+    #[arg(long, env = "TRESOR_PROXY_MAX_RESPONSE_BYTES", default_value_t = 10 * 1024 * 1024)]
+    pub proxy_max_response_bytes: usize,
     /// Days an audit event is kept before it is purged.
     #[arg(long, env = "TRESOR_AUDIT_RETENTION_DAYS", default_value_t = 30, value_parser = clap::value_parser!(u32).range(1..))]
     pub audit_retention_days: u32,
@@ -120,7 +126,10 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         service: service.clone(),
         metrics,
         extra_metrics: Some(extra),
-        proxy_limits: tresor_server::proxy::forward::ProxyLimits::default(),
+        proxy_limits: tresor_server::proxy::forward::ProxyLimits {
+            timeout: Duration::from_secs(args.proxy_timeout),
+            max_response_bytes: args.proxy_max_response_bytes,
+        },
         public_url: args.public_url.clone().unwrap_or_else(|| {
             let scheme = if args.tls_cert.is_some() {
                 "https"

@@ -201,6 +201,37 @@ async fn denied_flows_fail_with_the_providers_error() {
             .status,
         404
     );
+    // Provider strings are escaped in the page.
+    let r = s
+        .call(
+            "POST",
+            "/v1/oauth/flows",
+            Some(&t),
+            Some(&json!({"provider": "prov", "store_as": {"key": "x"}})),
+        )
+        .await;
+    let authorize = url::Url::parse(r.body["authorize_url"].as_str().unwrap()).unwrap();
+    let state = authorize
+        .query_pairs()
+        .find(|(k, _)| k == "state")
+        .map(|(_, v)| v.into_owned())
+        .unwrap();
+    let mut cb = url::Url::parse(&s.url("/v1/oauth/callback")).unwrap();
+    cb.query_pairs_mut()
+        .append_pair("state", &state)
+        .append_pair("error", "<script>alert(1)</script>");
+    let page = no_redirects()
+        .get(cb.as_str())
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        !page.contains("<script>") && page.contains("&lt;script&gt;"),
+        "{page}"
+    );
     // Unknown state, and bad requests.
     let resp = no_redirects()
         .get(s.url("/v1/oauth/callback?state=nope&code=x"))
@@ -229,6 +260,119 @@ async fn denied_flows_fail_with_the_providers_error() {
         )
         .await;
     assert_eq!(r.status, 403);
+    assert!(
+        up.stats().violations.is_empty(),
+        "{:?}",
+        up.stats().violations
+    );
+}
+
+/// A token endpoint that misbehaves: answers `reply` to every request, after `delay`.
+async fn bad_token_endpoint(reply: &'static str, delay: std::time::Duration) -> String {
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        while let Ok((mut sock, _)) = listener.accept().await {
+            tokio::spawn(async move {
+                let mut buf = vec![0u8; 65536];
+                let _ = sock.read(&mut buf).await;
+                tokio::time::sleep(delay).await;
+                let resp = format!(
+                    "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{reply}",
+                    reply.len()
+                );
+                let _ = sock.write_all(resp.as_bytes()).await;
+            });
+        }
+    });
+    format!("http://{addr}/token")
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn exchange_failures_end_the_flow_as_failed_and_client_secret_post_works() {
+    use tresor_test_support::provider::TokenAuth;
+    let up = TestProvider::start(ProviderConfig {
+        token_auth: TokenAuth::ClientSecretPost,
+        ..ProviderConfig::default()
+    })
+    .await;
+    let s = TestServer::start_with(bin(), &["--proxy-timeout", "1"], &[]).await;
+    let c = up.config().clone();
+    let t = s.install("app", SCOPES, "acct", "inst").await;
+    let garbage = bad_token_endpoint("this is not json", std::time::Duration::ZERO).await;
+    let no_token =
+        bad_token_endpoint("{\"token_type\": \"Bearer\"}", std::time::Duration::ZERO).await;
+    let slow = bad_token_endpoint("{}", std::time::Duration::from_secs(3)).await;
+    for (name, token_url, want) in [
+        ("post", up.token_url(), "completed"),
+        ("garbage", garbage, "failed"),
+        ("no-token", no_token, "failed"),
+        ("slow", slow, "failed"),
+    ] {
+        let r = s
+            .admin(
+                "PUT",
+                &format!("/v1/admin/providers/{name}"),
+                Some(&json!({
+                    "base_url": up.api_base(), "allow_private_network": true, "inject": {"type": "bearer"},
+                    "oauth2": {"grant": "authorization_code", "authorize_url": up.authorize_url(),
+                        "token_url": token_url, "client_id": c.client_id, "client_secret": c.client_secret,
+                        "token_auth": "client_secret_post"}
+                })),
+            )
+            .await;
+        assert_eq!(r.status, 201, "{r:?}");
+        let r = s
+            .call(
+                "POST",
+                "/v1/oauth/flows",
+                Some(&t),
+                Some(&json!({"provider": name, "store_as": {"key": name}})),
+            )
+            .await;
+        let flow_id = r.body["flow_id"].as_str().unwrap().to_owned();
+        let callback = up
+            .consent(r.body["authorize_url"].as_str().unwrap(), false)
+            .await;
+        let resp = no_redirects().get(&callback).send().await.unwrap();
+        assert!(resp.status().as_u16() < 500, "{name}: {}", resp.status());
+        let status = s
+            .call("GET", &format!("/v1/oauth/flows/{flow_id}"), Some(&t), None)
+            .await;
+        assert_eq!(status.body["status"], want, "{name}: {status:?}");
+        if want == "failed" {
+            assert!(status.body["error"].is_string(), "{name}: {status:?}");
+        }
+    }
+    // The access token of the completed flow never reaches the log or the audit log.
+    let flows = s.admin("GET", "/v1/admin/audit?limit=1000", None).await;
+    assert!(flows.text.contains("oauth.callback"));
+    let r = s
+        .call(
+            "POST",
+            "/v1/oauth/flows",
+            Some(&t),
+            Some(&json!({"provider": "post", "store_as": {"key": "again"}})),
+        )
+        .await;
+    let flow_id = r.body["flow_id"].as_str().unwrap().to_owned();
+    let callback = up
+        .consent(r.body["authorize_url"].as_str().unwrap(), false)
+        .await;
+    no_redirects().get(&callback).send().await.unwrap();
+    let done = s
+        .call(
+            "POST",
+            &format!("/v1/oauth/flows/{flow_id}/complete"),
+            Some(&t),
+            None,
+        )
+        .await;
+    let access = done.body["access_token"].as_str().unwrap().to_owned();
+    let audit = s.admin("GET", "/v1/admin/audit?limit=1000", None).await;
+    assert!(!audit.text.contains(&access));
+    assert!(!s.log().contains(&access));
     assert!(
         up.stats().violations.is_empty(),
         "{:?}",

@@ -355,3 +355,53 @@ async fn proxy_scopes_and_missing_credentials() {
         .await;
     assert_eq!(r.status, 400);
 }
+
+#[tokio::test]
+async fn time_and_size_caps_answer_502() {
+    let up = TestProvider::start(ProviderConfig::default()).await;
+    let s = TestServer::start_with(
+        bin(),
+        &["--proxy-timeout", "1", "--proxy-max-response-bytes", "4096"],
+        &[],
+    )
+    .await;
+    let r = s
+        .admin("PUT", "/v1/admin/providers/p", Some(&json!({"base_url": up.api_base(), "allow_private_network": true, "inject": {"type": "bearer"}})))
+        .await;
+    assert_eq!(r.status, 201);
+    let t = s.install("app", SCOPES, "acct", "inst").await;
+    let at = up.mint_access_token();
+    let r = s
+        .call(
+            "PUT",
+            "/v1/credentials/c",
+            Some(&t),
+            Some(&json!({"provider": "p", "secret": {"access_token": at}})),
+        )
+        .await;
+    assert_eq!(r.status, 201);
+    let req = |body: Value| {
+        let (s, t) = (&s, &t);
+        async move {
+            s.call("POST", "/v1/credentials/c/request", Some(t), Some(&body))
+                .await
+        }
+    };
+    let r = req(json!({"method": "GET", "path": "big", "query": {"bytes": "4096"}})).await;
+    assert_eq!(r.body["status"], 200, "at the cap: {r:?}");
+    let r = req(json!({"method": "GET", "path": "big", "query": {"bytes": "4097"}})).await;
+    assert_eq!(
+        (r.status, r.code()),
+        (502, Some("upstream_failed")),
+        "{r:?}"
+    );
+    let started = std::time::Instant::now();
+    let r = req(json!({"method": "GET", "path": "slow", "query": {"ms": "3000"}})).await;
+    assert_eq!(
+        (r.status, r.code()),
+        (502, Some("upstream_failed")),
+        "{r:?}"
+    );
+    assert!(started.elapsed() < std::time::Duration::from_millis(2500));
+    assert!(!r.text.contains(&at));
+}
