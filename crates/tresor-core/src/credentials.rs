@@ -148,6 +148,13 @@ pub fn validate_provider(doc: &ProviderDoc) -> Result<()> {
     if base.host_str().is_none() {
         return Err(CoreError::invalid("`base_url` has no host"));
     }
+    // A host filled from a credential's metadata could be anything the app writes there, so
+    // such a provider must say which hosts it may reach.
+    if host_has_placeholder(&doc.base_url) && doc.allowed_hosts.is_empty() {
+        return Err(CoreError::invalid(
+            "a `base_url` whose host comes from {metadata.NAME} needs `allowed_hosts`",
+        ));
+    }
     for entry in &doc.allowed_hosts {
         validate_allowed_host(entry)?;
     }
@@ -208,6 +215,15 @@ pub fn validate_provider(doc: &ProviderDoc) -> Result<()> {
         }
     }
     Ok(())
+}
+
+/// Does the authority part of a base URL template hold a placeholder?
+fn host_has_placeholder(template: &str) -> bool {
+    let after_scheme = template
+        .split_once("://")
+        .map_or(template, |(_, rest)| rest);
+    let authority = after_scheme.split(['/', '?', '#']).next().unwrap_or("");
+    authority.contains('{')
 }
 
 fn is_token_char(b: u8) -> bool {
@@ -506,6 +522,14 @@ mod tests {
         );
         check(
             json!({"base_url": "https://{metadata.shop}.example.com/admin/", "inject": {"type": "bearer"}}),
+            false,
+        );
+        check(
+            json!({"base_url": "https://{metadata.shop}.example.com/admin/", "allowed_hosts": ["*.example.com"], "inject": {"type": "bearer"}}),
+            true,
+        );
+        check(
+            json!({"base_url": "https://api.example.com/{metadata.shop}/", "inject": {"type": "bearer"}}),
             true,
         );
         check(

@@ -405,3 +405,55 @@ async fn time_and_size_caps_answer_502() {
     assert!(started.elapsed() < std::time::Duration::from_millis(2500));
     assert!(!r.text.contains(&at));
 }
+
+#[tokio::test]
+async fn metadata_placeholders_fill_the_base_url_within_allowed_hosts() {
+    let mut w = World::new().await;
+    let api = url::Url::parse(&w.up.api_base()).unwrap();
+    let port = api.port().unwrap_or(80);
+    let r = w
+        .s
+        .admin(
+            "PUT",
+            "/v1/admin/providers/shops",
+            Some(&json!({"base_url": format!("http://{{metadata.host}}:{port}/api/v2/"), "allow_private_network": true,
+                "inject": {"type": "bearer"}})),
+        )
+        .await;
+    assert_eq!(
+        r.status, 400,
+        "a host from metadata needs allowed_hosts: {r:?}"
+    );
+    let r = w
+        .s
+        .admin(
+            "PUT",
+            "/v1/admin/providers/shops",
+            Some(&json!({"base_url": format!("http://{{metadata.host}}:{port}/api/v2/"), "allow_private_network": true,
+                "allowed_hosts": [format!("127.0.0.1:{port}")], "inject": {"type": "bearer"}})),
+        )
+        .await;
+    assert_eq!(r.status, 201, "{r:?}");
+    let at = w.up.mint_access_token();
+    for (key, host, want_status, want_code) in [
+        ("good", "127.0.0.1", 200, None),
+        ("other", "localhost", 403, Some("destination_forbidden")),
+        ("inject", "127.0.0.1/evil", 400, Some("invalid_request")),
+        ("userinfo", "evil@127.0.0.1", 400, Some("invalid_request")),
+    ] {
+        let r = w
+            .s
+            .call("PUT", &format!("/v1/credentials/{key}"), Some(&w.token), Some(&json!({"provider": "shops", "secret": {"access_token": at}, "metadata": {"host": host}})))
+            .await;
+        assert_eq!(r.status, 201);
+        let r = w
+            .request(key, json!({"method": "GET", "path": "echo"}))
+            .await;
+        assert_eq!(
+            (r.status, r.code()),
+            (want_status, want_code),
+            "{host}: {r:?}"
+        );
+    }
+    w.assert_never_answered(&at);
+}
