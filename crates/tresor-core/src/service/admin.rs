@@ -438,36 +438,13 @@ impl Service {
         ev.store = Some(store.as_str().to_owned());
         let r = async {
             p.require(Scope::Read(store))?;
-            let limit = limit.unwrap_or(self.limits.default_list_limit);
-            if limit == 0 || limit > self.limits.max_list_limit {
-                return Err(CoreError::invalid(format!(
-                    "limit must be from 1 to {}",
-                    self.limits.max_list_limit
-                )));
-            }
-            if prefix.len() > MAX_KEY_BYTES {
-                return Err(CoreError::PayloadTooLarge(format!(
-                    "the prefix is longer than {MAX_KEY_BYTES} bytes"
-                )));
-            }
-            let after = cursor.map(decode_cursor).transpose()?;
+            let (limit, query) = self.page_query(prefix, cursor, limit)?;
             let (ns, owner) = if store == StoreKind::Shared {
                 (p.app_ns, format!("app/{}", p.app_id))
             } else {
                 (p.ns, format!("{}/{}", p.account_id, p.installation_id))
             };
-            let rows = self
-                .backend
-                .list_records(
-                    ns,
-                    store,
-                    &ListQuery {
-                        prefix: prefix.as_bytes().to_vec(),
-                        after,
-                        limit: limit + 1,
-                    },
-                )
-                .await?;
+            let rows = self.backend.list_records(ns, store, &query).await?;
             let more = rows.len() > limit;
             let mut items = Vec::with_capacity(rows.len().min(limit));
             for row in rows.into_iter().take(limit) {
@@ -490,13 +467,7 @@ impl Service {
                     expires_at: row.expires_at,
                 });
             }
-            let next_cursor = if more {
-                items
-                    .last()
-                    .map(|m| URL_SAFE_NO_PAD.encode(m.key.as_bytes()))
-            } else {
-                None
-            };
+            let next_cursor = next_cursor(more, items.last().map(|m| m.key.as_str()));
             Ok(RecordPage { items, next_cursor })
         }
         .await;
@@ -539,6 +510,49 @@ impl Service {
                 token: issued.token,
             },
         ))
+    }
+}
+
+impl Service {
+    /// Checks a listing's limit, prefix and cursor; the query asks for one row more than the
+    /// page, so the caller knows whether anything follows.
+    pub(super) fn page_query(
+        &self,
+        prefix: &str,
+        cursor: Option<&str>,
+        limit: Option<usize>,
+    ) -> Result<(usize, ListQuery)> {
+        let limit = limit.unwrap_or(self.limits.default_list_limit);
+        if limit == 0 || limit > self.limits.max_list_limit {
+            return Err(CoreError::invalid(format!(
+                "limit must be from 1 to {}",
+                self.limits.max_list_limit
+            )));
+        }
+        if prefix.len() > MAX_KEY_BYTES {
+            return Err(CoreError::PayloadTooLarge(format!(
+                "the prefix is longer than {MAX_KEY_BYTES} bytes"
+            )));
+        }
+        let after = cursor.map(decode_cursor).transpose()?;
+        Ok((
+            limit,
+            ListQuery {
+                prefix: prefix.as_bytes().to_vec(),
+                after,
+                limit: limit + 1,
+            },
+        ))
+    }
+}
+
+/// The opaque cursor after `last_key`, when more rows follow: stable across servers and
+/// restarts because it is the key itself.
+pub(super) fn next_cursor(more: bool, last_key: Option<&str>) -> Option<String> {
+    if more {
+        last_key.map(|k| URL_SAFE_NO_PAD.encode(k.as_bytes()))
+    } else {
+        None
     }
 }
 

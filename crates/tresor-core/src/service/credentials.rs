@@ -2,21 +2,18 @@
 //! and delete. The secret part is sealed on the way in and has no way back out: nothing here
 //! returns it.
 
-use base64::Engine as _;
-use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use serde_json::{Map, Value};
 
 use crate::audit::RequestContext;
 use crate::backend::{
-    Commit, CredentialOwner, CredentialRow, CredentialWrite, Expiry, ListQuery, Mutation,
-    Precondition, ProviderRow,
+    Commit, CredentialOwner, CredentialRow, CredentialWrite, Expiry, Mutation, Precondition,
+    ProviderRow,
 };
 use crate::credentials::{CredentialSecret, ProviderDoc, check_metadata, parse_provider};
 use crate::error::{CoreError, Result};
 use crate::keyring::{DATA_KEY_ID, RecordPart, credential_aad};
 use crate::model::{
-    InstallationPrincipal, MAX_KEY_BYTES, Millis, Principal, RecordKey, Scope, now_millis,
-    validate_id,
+    InstallationPrincipal, Millis, Principal, RecordKey, Scope, now_millis, validate_id,
 };
 
 use super::Service;
@@ -483,53 +480,17 @@ impl Service {
         let p = principal.installation()?;
         let r = async {
             p.require(Scope::CredentialsRead)?;
-            let limit = limit.unwrap_or(self.limits.default_list_limit);
-            if limit == 0 || limit > self.limits.max_list_limit {
-                return Err(CoreError::invalid(format!(
-                    "limit must be from 1 to {}",
-                    self.limits.max_list_limit
-                )));
-            }
-            if prefix.len() > MAX_KEY_BYTES {
-                return Err(CoreError::PayloadTooLarge(format!(
-                    "the prefix is longer than {MAX_KEY_BYTES} bytes"
-                )));
-            }
-            let after = match cursor {
-                None => None,
-                Some(c) => Some(
-                    URL_SAFE_NO_PAD
-                        .decode(c)
-                        .ok()
-                        .filter(|b| !b.is_empty() && b.len() <= MAX_KEY_BYTES)
-                        .ok_or_else(|| {
-                            CoreError::invalid("the cursor is not one this server issued")
-                        })?,
-                ),
-            };
+            let (limit, query) = self.page_query(prefix, cursor, limit)?;
             let rows = self
                 .backend
-                .list_credentials(
-                    &[p.ns, p.account_ns],
-                    &ListQuery {
-                        prefix: prefix.as_bytes().to_vec(),
-                        after,
-                        limit: limit + 1,
-                    },
-                )
+                .list_credentials(&[p.ns, p.account_ns], &query)
                 .await?;
             let more = rows.len() > limit;
             let mut items = Vec::new();
             for row in rows.into_iter().take(limit) {
                 items.push(self.credential_meta(p, row).await?);
             }
-            let next_cursor = if more {
-                items
-                    .last()
-                    .map(|m| URL_SAFE_NO_PAD.encode(m.key.as_bytes()))
-            } else {
-                None
-            };
+            let next_cursor = super::admin::next_cursor(more, items.last().map(|m| m.key.as_str()));
             Ok(CredentialPage { items, next_cursor })
         }
         .await;
