@@ -379,3 +379,46 @@ async fn exchange_failures_end_the_flow_as_failed_and_client_secret_post_works()
         up.stats().violations
     );
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_code_the_provider_rejects_fails_the_flow_with_its_error() {
+    let (s, up, t) = setup(ProviderConfig::default()).await;
+    let r = s
+        .call(
+            "POST",
+            "/v1/oauth/flows",
+            Some(&t),
+            Some(&json!({"provider": "prov", "store_as": {"key": "shop"}})),
+        )
+        .await;
+    let flow_id = r.body["flow_id"].as_str().unwrap().to_owned();
+    let callback = up
+        .consent(r.body["authorize_url"].as_str().unwrap(), false)
+        .await;
+    let mut forged = url::Url::parse(&callback).unwrap();
+    let pairs: Vec<(String, String)> = forged
+        .query_pairs()
+        .map(|(k, v)| {
+            let v = if k == "code" {
+                "forged-code".to_owned()
+            } else {
+                v.into_owned()
+            };
+            (k.into_owned(), v)
+        })
+        .collect();
+    forged.query_pairs_mut().clear().extend_pairs(pairs);
+    let resp = no_redirects().get(forged.as_str()).send().await.unwrap();
+    assert_eq!(resp.status().as_u16(), 200);
+    let status = s
+        .call("GET", &format!("/v1/oauth/flows/{flow_id}"), Some(&t), None)
+        .await;
+    assert_eq!(status.body["status"], "failed");
+    assert_eq!(status.body["error"], "invalid_grant");
+    assert_eq!(
+        s.call("GET", "/v1/credentials/shop", Some(&t), None)
+            .await
+            .status,
+        404
+    );
+}
