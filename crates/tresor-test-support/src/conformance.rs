@@ -62,7 +62,11 @@ impl<B> Fixture<B> {
 #[macro_export]
 macro_rules! conformance_tests {
     ($make:expr) => {
-        $crate::conformance_tests!(@cases $make;
+        $crate::conformance_tests!(@list [@cases $make]);
+    };
+    // The one list of cases: both the per-case tests and `run_all` expand it.
+    (@list [$($then:tt)*]) => {
+        $crate::conformance_tests!($($then)*;
             meta_get_or_insert_keeps_the_first_value,
             put_then_read_round_trips,
             stores_and_namespaces_are_separate,
@@ -132,6 +136,9 @@ macro_rules! conformance_tests {
             $crate::conformance::model_property($make);
         }
     };
+    (@run $make:expr; $($case:ident),* $(,)?) => {
+        $( $crate::conformance::$case(&$make().await.backend).await; )*
+    };
 }
 
 /// Runs every case, each on a fresh fixture, and a short deterministic run of the model check.
@@ -141,65 +148,7 @@ where
     F: Fn() -> Fut,
     Fut: Future<Output = Fixture<B>>,
 {
-    macro_rules! run {
-        ($($case:ident),* $(,)?) => {
-            $( $case(&make().await.backend).await; )*
-        };
-    }
-    run!(
-        meta_get_or_insert_keeps_the_first_value,
-        put_then_read_round_trips,
-        stores_and_namespaces_are_separate,
-        versions_always_increase,
-        failed_precondition_applies_nothing,
-        later_mutations_see_earlier_ones,
-        missing_guard_applies_nothing,
-        expired_records_disappear,
-        expiry_keep_and_clear,
-        put_over_expired_record_is_a_create,
-        description_keep_and_set,
-        delete_removes_a_record,
-        list_is_in_byte_order,
-        list_prefix_cursor_and_limit,
-        put_app_creates_then_updates,
-        put_account_creates_then_updates,
-        install_outcomes,
-        authenticate_joins_installation_and_app,
-        uninstall_removes_records_tokens_and_key,
-        reinstall_starts_empty,
-        delete_app_removes_installations_and_shared_store,
-        delete_account_removes_its_installations,
-        tokens_create_and_revoke,
-        audit_of_writes_commits_with_them,
-        audit_enqueue_becomes_queryable,
-        audit_filters_and_paging,
-        purge_expired_removes_expired_rows,
-        purge_audit_removes_old_events,
-        credential_put_then_read_round_trips,
-        credential_versions_share_the_record_counter,
-        credential_preconditions,
-        credential_key_space_is_shared_with_the_other_owner,
-        read_credential_follows_namespace_order,
-        list_credentials_merges_namespaces_in_byte_order,
-        expired_credentials_disappear,
-        delete_credential_removes_it,
-        credential_commits_need_their_guards,
-        uninstall_removes_installation_credentials_only,
-        delete_account_removes_account_credentials,
-        delete_app_removes_its_installations_credentials,
-        authenticate_returns_the_account_namespace,
-        providers_create_update_get_list_delete,
-        provider_client_secret_is_kept_replaced_or_cleared,
-        purge_expired_removes_expired_credentials,
-        flow_put_then_read_round_trips,
-        flow_ids_and_states_are_unique,
-        finish_flow_once_while_pending,
-        take_flow_token_once,
-        credential_lease_is_a_compare_and_set,
-        uninstall_removes_installation_flows,
-        deleting_an_app_or_account_removes_its_flows,
-        purge_expired_keeps_flows_a_day_past_expiry,
-    );
+    crate::conformance_tests!(@list [@run make]);
     let fixture = make().await;
     let mut runner = TestRunner::deterministic();
     let strategy = model::model_ops();
