@@ -10,6 +10,7 @@ use tresor_core::backend::{
     InstallOutcome, InstallationRow, Mutation, NamespaceRow, NewInstallation, Precondition,
     ProviderRow, TokenKind, TokenRow,
 };
+use tresor_core::dump::{DumpRow, DumpTable};
 use tresor_core::model::{Millis, Ns, StoreKind};
 
 use crate::error::SqlResultExt;
@@ -76,6 +77,17 @@ pub(crate) enum Op {
         before: Millis,
         limit: usize,
     },
+    RegisterNode {
+        node_id: String,
+        key_versions: Vec<String>,
+    },
+    UnregisterNode {
+        node_id: String,
+    },
+    ImportRows {
+        table: DumpTable,
+        rows: Vec<DumpRow>,
+    },
 }
 
 /// What an [`Op`] produced; the caller knows which variant its op answers with.
@@ -98,7 +110,12 @@ impl Op {
     pub(crate) fn audit_count(&self) -> usize {
         match self {
             Op::Commit(c) => c.audit.len(),
-            Op::MetaGetOrInsert { .. } | Op::PurgeExpired { .. } | Op::PurgeAudit { .. } => 0,
+            Op::MetaGetOrInsert { .. }
+            | Op::PurgeExpired { .. }
+            | Op::PurgeAudit { .. }
+            | Op::RegisterNode { .. }
+            | Op::UnregisterNode { .. }
+            | Op::ImportRows { .. } => 0,
             _ => 1,
         }
     }
@@ -149,6 +166,12 @@ impl VersionCounter {
         }
         self.last_issued += 1;
         Ok(self.last_issued)
+    }
+
+    /// Makes sure no version at or below `version` is handed out any more (after an import of
+    /// rows that carry their versions).
+    pub(crate) fn raise_to(&mut self, version: u64) {
+        self.last_issued = self.last_issued.max(version);
     }
 
     /// Writes the counter into the current transaction when it moved.
@@ -342,7 +365,46 @@ fn apply(conn: &Connection, versions: &mut VersionCounter, op: Op) -> Result<Out
                 .db()?;
             Ok(Outcome::Purged(n))
         }
+        Op::RegisterNode {
+            node_id,
+            key_versions,
+        } => {
+            register_node(conn, &node_id, &key_versions, now)?;
+            Ok(Outcome::Unit)
+        }
+        Op::UnregisterNode { node_id } => {
+            let n = conn
+                .prepare_cached("DELETE FROM nodes WHERE node_id = ?1")
+                .db()?
+                .execute([&node_id])
+                .db()?;
+            Ok(Outcome::Deleted(n > 0))
+        }
+        Op::ImportRows { table, rows } => {
+            crate::dump::import_rows(conn, versions, table, &rows)?;
+            Ok(Outcome::Unit)
+        }
     }
+}
+
+/// Records a server process, or refreshes its key versions and heartbeat; `started_at` is
+/// stamped on the first registration only, and `last_seen` never moves back.
+fn register_node(
+    conn: &Connection,
+    node_id: &str,
+    key_versions: &[String],
+    now: Millis,
+) -> Result<()> {
+    let versions = queries::encode_strings(key_versions)?;
+    conn.prepare_cached(
+        "INSERT INTO nodes (node_id, key_versions, started_at, last_seen) VALUES (?1, ?2, ?3, ?3) \
+         ON CONFLICT (node_id) DO UPDATE SET key_versions = excluded.key_versions, \
+         last_seen = MAX(nodes.last_seen, excluded.last_seen)",
+    )
+    .db()?
+    .execute(params![node_id, versions, now])
+    .db()?;
+    Ok(())
 }
 
 /// Writes one audit event. Also used by the writer for events from the audit queue.

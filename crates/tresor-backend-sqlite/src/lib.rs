@@ -8,6 +8,7 @@
 //! transaction.
 
 mod apply;
+mod dump;
 mod error;
 mod queries;
 mod readers;
@@ -25,9 +26,10 @@ use tresor_core::CoreError;
 use tresor_core::audit::{AuditEvent, AuditQuery};
 use tresor_core::backend::{
     AccountRow, AppRow, Applied, AuthRecord, Backend, Commit, CredentialRow, FlowRow,
-    InstallOutcome, InstallationRow, ListQuery, NamespaceRow, NewInstallation, ProviderRow,
-    StoredRecord, TokenRow,
+    InstallOutcome, InstallationRow, ListQuery, NamespaceRow, NewInstallation, NodeRow,
+    ProviderRow, StoredRecord, TokenRow,
 };
+use tresor_core::dump::{Cell, DumpRow, DumpTable};
 use tresor_core::model::{Ns, StoreKind, now_millis};
 
 use crate::apply::{Op, Outcome};
@@ -448,5 +450,49 @@ impl Backend for SqliteBackend {
 
     async fn has_admin_token(&self) -> Result<bool> {
         self.readers.run(queries::has_admin_token).await
+    }
+
+    async fn register_node(&self, node: &NodeRow) -> Result<()> {
+        let op = Op::RegisterNode {
+            node_id: node.node_id.clone(),
+            key_versions: node.key_versions.clone(),
+        };
+        match self.write(op).await? {
+            Outcome::Unit => Ok(()),
+            _ => Err(mismatch()),
+        }
+    }
+
+    async fn list_nodes(&self) -> Result<Vec<NodeRow>> {
+        self.readers.run(queries::list_nodes).await
+    }
+
+    async fn unregister_node(&self, node_id: &str) -> Result<bool> {
+        let op = Op::UnregisterNode {
+            node_id: node_id.to_owned(),
+        };
+        match self.write(op).await? {
+            Outcome::Deleted(existed) => Ok(existed),
+            _ => Err(mismatch()),
+        }
+    }
+
+    async fn export_rows(
+        &self,
+        table: DumpTable,
+        after: Option<&[Cell]>,
+        limit: usize,
+    ) -> Result<Vec<DumpRow>> {
+        let after = after.map(<[Cell]>::to_vec);
+        self.readers
+            .run(move |conn| dump::export_rows(conn, table, after.as_deref(), limit))
+            .await
+    }
+
+    async fn import_rows(&self, table: DumpTable, rows: Vec<DumpRow>) -> Result<()> {
+        match self.write(Op::ImportRows { table, rows }).await? {
+            Outcome::Unit => Ok(()),
+            _ => Err(mismatch()),
+        }
     }
 }

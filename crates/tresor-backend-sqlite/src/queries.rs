@@ -7,7 +7,8 @@ use tresor_core::CoreError;
 use tresor_core::audit::{AuditEvent, AuditQuery};
 use tresor_core::backend::{
     AccountRow, AppRow, AuthRecord, CredentialOwner, CredentialRow, CredentialWrite, FlowRow,
-    FlowStatus, InstallationRow, ListQuery, ProviderRow, StoredRecord, TokenKind, TokenRow,
+    FlowStatus, InstallationRow, ListQuery, NodeRow, ProviderRow, StoredRecord, TokenKind,
+    TokenRow,
 };
 use tresor_core::model::{Millis, Ns, StoreKind};
 
@@ -708,6 +709,45 @@ pub(crate) fn encode_scopes(scopes: &[String]) -> Result<String> {
 pub(crate) fn decode_scopes(text: &str) -> Result<Vec<String>> {
     serde_json::from_str(text)
         .map_err(|e| CoreError::internal(format!("stored scopes are not a JSON array: {e}")))
+}
+
+/// A list of strings (a node's key version ids) as a JSON array.
+pub(crate) fn encode_strings(items: &[String]) -> Result<String> {
+    serde_json::to_string(items).map_err(|e| CoreError::internal(format!("encode a list: {e}")))
+}
+
+/// Every registered server process, in `node_id` order.
+pub(crate) fn list_nodes(conn: &Connection) -> Result<Vec<NodeRow>> {
+    let mut stmt = conn
+        .prepare_cached(
+            "SELECT node_id, key_versions, started_at, last_seen FROM nodes ORDER BY node_id",
+        )
+        .db()?;
+    let rows = stmt
+        .query_map([], |r| {
+            Ok((
+                r.get::<_, String>(0)?,
+                r.get::<_, String>(1)?,
+                r.get(2)?,
+                r.get(3)?,
+            ))
+        })
+        .db()?;
+    rows.collect::<rusqlite::Result<Vec<_>>>()
+        .db()?
+        .into_iter()
+        .map(|(node_id, versions, started_at, last_seen)| {
+            let key_versions = serde_json::from_str(&versions).map_err(|e| {
+                CoreError::internal(format!("stored key versions are not a JSON array: {e}"))
+            })?;
+            Ok(NodeRow {
+                node_id,
+                key_versions,
+                started_at,
+                last_seen,
+            })
+        })
+        .collect()
 }
 
 pub(crate) fn token_kind_str(kind: TokenKind) -> &'static str {

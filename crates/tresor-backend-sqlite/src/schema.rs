@@ -121,7 +121,7 @@ fn migrate(conn: &mut Connection) -> Result<(), CoreError> {
 }
 
 /// The migrations, in order; entry `i` brings the schema to version `i + 1`.
-const MIGRATIONS: &[&str] = &[MIGRATION_1, MIGRATION_2, MIGRATION_3];
+const MIGRATIONS: &[&str] = &[MIGRATION_1, MIGRATION_2, MIGRATION_3, MIGRATION_4];
 
 /// The first schema. Keys are BLOBs so that they compare as bytes (memcmp), which is the
 /// contract's key order. Namespace ids are random, so a reinstall never meets old rows.
@@ -285,6 +285,18 @@ CREATE INDEX oauth_flows_by_ns ON oauth_flows (ns);
 CREATE INDEX oauth_flows_by_expiry ON oauth_flows (expires_at);
 ";
 
+/// The registry of server processes and the root key versions each holds (ids only, never key
+/// material; `key_versions` is a JSON array of strings), so that a key rotation activates only a
+/// version every live server holds. Per-process state: not exported.
+const MIGRATION_4: &str = "
+CREATE TABLE nodes (
+    node_id      TEXT PRIMARY KEY,
+    key_versions TEXT NOT NULL,
+    started_at   INTEGER NOT NULL,
+    last_seen    INTEGER NOT NULL
+);
+";
+
 /// Creates a database as an earlier release left it: the first `version` migrations, nothing
 /// else.
 #[cfg(test)]
@@ -439,7 +451,6 @@ mod tests {
         }
         let conn = open_writer(&path).unwrap();
         assert_eq!(stored_version(&conn).unwrap(), SCHEMA_VERSION);
-        assert_eq!(SCHEMA_VERSION, 3);
         let tables = table_names(&conn);
         for table in ["oauth_flows", "credentials", "providers", "records"] {
             assert!(tables.contains(&table.to_owned()), "{table}: {tables:?}");
@@ -483,6 +494,66 @@ mod tests {
         assert_eq!(stored_version(&conn).unwrap(), SCHEMA_VERSION);
         let n: i64 = conn
             .query_row("SELECT COUNT(*) FROM oauth_flows", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!(n, 1);
+    }
+
+    #[test]
+    fn a_version_3_database_is_migrated_and_keeps_its_data() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("t.db");
+        {
+            let conn = create_version(&path, 3).unwrap();
+            conn.execute_batch(
+                "INSERT INTO records (ns, store, key, version, created_at, updated_at, value) \
+                 VALUES (1, 1, x'6b', 11, 1, 1, x'00'); \
+                 INSERT INTO oauth_flows (flow_id, ns, installation_id, provider, store_key, \
+                 store_owner, scopes, state_mac, verifier, status, taken, expires_at, \
+                 created_at) VALUES ('f1', 1, 'i', 'p', x'6b', 'installation', '[]', x'01', \
+                 x'02', 'pending', 0, 10, 1); \
+                 UPDATE counters SET value = 11 WHERE name = 'record_version';",
+            )
+            .unwrap();
+            assert!(!table_names(&conn).contains(&"nodes".to_owned()));
+        }
+        let conn = open_writer(&path).unwrap();
+        assert_eq!(stored_version(&conn).unwrap(), SCHEMA_VERSION);
+        assert_eq!(SCHEMA_VERSION, 4);
+        assert!(table_names(&conn).contains(&"nodes".to_owned()));
+        let kept: (i64, i64, i64) = conn
+            .query_row(
+                "SELECT (SELECT version FROM records WHERE key = x'6b'), \
+                        (SELECT COUNT(*) FROM oauth_flows), \
+                        (SELECT value FROM counters WHERE name = 'record_version')",
+                [],
+                |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
+            )
+            .unwrap();
+        assert_eq!(
+            kept,
+            (11, 1, 11),
+            "the migration keeps records, flows and the counter"
+        );
+        conn.execute(
+            "INSERT INTO nodes (node_id, key_versions, started_at, last_seen) \
+             VALUES ('n1', '[\"v1\"]', 1, 1)",
+            [],
+        )
+        .unwrap();
+        assert!(
+            conn.execute(
+                "INSERT INTO nodes (node_id, key_versions, started_at, last_seen) \
+                 VALUES ('n1', '[]', 2, 2)",
+                [],
+            )
+            .is_err(),
+            "a node id is unique"
+        );
+        drop(conn);
+        let conn = open_writer(&path).unwrap();
+        assert_eq!(stored_version(&conn).unwrap(), SCHEMA_VERSION);
+        let n: i64 = conn
+            .query_row("SELECT COUNT(*) FROM nodes", [], |r| r.get(0))
             .unwrap();
         assert_eq!(n, 1);
     }

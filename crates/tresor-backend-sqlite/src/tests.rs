@@ -261,6 +261,65 @@ async fn reopening_keeps_data_and_never_reuses_a_version() {
 }
 
 #[tokio::test]
+async fn an_import_raises_the_stored_version_counter_for_good() {
+    use tresor_core::dump::{Cell, DumpRow, DumpTable};
+    let dir = tempfile::tempdir().expect("tempdir");
+    let record = |key: &[u8], version: i64| {
+        DumpRow(vec![
+            Cell::Int(1),
+            Cell::Int(StoreKind::Kv.code()),
+            Cell::Bytes(key.to_vec()),
+            Cell::Int(version),
+            Cell::Int(1),
+            Cell::Int(1),
+            Cell::Null,
+            Cell::Bytes(vec![7]),
+            Cell::Null,
+        ])
+    };
+    {
+        let b = open(dir.path());
+        // Held: the import lands in one batch with a put that draws a version before it.
+        let release = b.writer.hold();
+        let import = b.import_rows(DumpTable::Records, vec![record(b"imported", 5_000)]);
+        let before = b.commit(put(1, "same-batch", Precondition::Any, vec![1]));
+        // `join!` polls in order: the put is queued before the import, both before the release.
+        let (before, imported, ()) = tokio::join!(before, import, async move { drop(release) });
+        imported.expect("import");
+        assert!(version(&before.expect("put")) < 5_000);
+        let rejected = b
+            .import_rows(
+                DumpTable::Records,
+                vec![record(b"too-far", i64::MAX), record(b"fine", 9)],
+            )
+            .await;
+        assert_eq!(
+            rejected.err().map(|e| e.code()),
+            Some(ErrorCode::InvalidRequest),
+            "a version past 2^53 - 1 is refused"
+        );
+        b.shutdown().await;
+    }
+    let b = open(dir.path());
+    let next = b
+        .commit(put(1, "after", Precondition::Any, vec![1]))
+        .await
+        .expect("put");
+    assert!(
+        version(&next) > 5_000,
+        "the raised counter was committed: {}",
+        version(&next)
+    );
+    assert!(
+        b.read_record(1, StoreKind::Kv, b"fine")
+            .await
+            .expect("read")
+            .is_none(),
+        "a refused import inserts nothing"
+    );
+}
+
+#[tokio::test]
 async fn a_newer_schema_is_refused() {
     let dir = tempfile::tempdir().expect("tempdir");
     drop(open(dir.path()));

@@ -6,6 +6,7 @@
 use async_trait::async_trait;
 
 use crate::audit::{AuditEvent, AuditQuery};
+use crate::dump::{Cell, DumpRow, DumpTable};
 use crate::error::Result;
 use crate::model::{Millis, Ns, StoreKind};
 
@@ -409,6 +410,20 @@ pub struct NewInstallation {
     pub token: TokenRow,
 }
 
+/// A server process that uses this store, and the root key versions it holds (ids only, never
+/// key material): rotation activates only a version that every live server holds.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NodeRow {
+    /// Unique per process start.
+    pub node_id: String,
+    /// The root key version ids in the process's key ring.
+    pub key_versions: Vec<String>,
+    /// When the process registered, on the backend's clock.
+    pub started_at: Millis,
+    /// The last heartbeat, on the backend's clock.
+    pub last_seen: Millis,
+}
+
 #[derive(Debug, Clone)]
 pub enum InstallOutcome {
     Created(InstallationRow),
@@ -542,4 +557,30 @@ pub trait Backend: Send + Sync + 'static {
     async fn revoke_token(&self, token_id: &str, audit: AuditEvent) -> Result<bool>;
     /// Is there any admin token stored (for the bootstrap token)?
     async fn has_admin_token(&self) -> Result<bool>;
+
+    /// Records (or refreshes) a server process and the root key versions it holds;
+    /// `started_at` and `last_seen` of `node` are ignored and stamped from the backend's clock
+    /// (`started_at` only on the first call for the id).
+    async fn register_node(&self, node: &NodeRow) -> Result<()>;
+
+    /// Every registered server process, in `node_id` order.
+    async fn list_nodes(&self) -> Result<Vec<NodeRow>>;
+
+    /// Removes a server process's registration (at a clean shutdown); true if it was there.
+    async fn unregister_node(&self, node_id: &str) -> Result<bool>;
+
+    /// Up to `limit` rows of `table` as stored (ciphertext as is), in primary-key order (keys
+    /// as bytes), after the row whose key cells are `after`. Export only.
+    async fn export_rows(
+        &self,
+        table: DumpTable,
+        after: Option<&[Cell]>,
+        limit: usize,
+    ) -> Result<Vec<DumpRow>>;
+
+    /// Inserts rows as they are, in one durable transaction, rebuilding whatever bookkeeping
+    /// the backend derives from them (so that versions keep increasing past the imported ones).
+    /// Fails with `Conflict`, inserting none, when a row's primary key exists. Import only, into
+    /// a store no server is using.
+    async fn import_rows(&self, table: DumpTable, rows: Vec<DumpRow>) -> Result<()>;
 }

@@ -5,6 +5,7 @@
 pub mod audit;
 pub mod backend;
 pub mod credentials;
+pub mod dump;
 pub mod error;
 pub mod field_ops;
 pub mod json;

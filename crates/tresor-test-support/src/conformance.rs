@@ -8,11 +8,13 @@
 //! names its case. [`run_all`] runs every case in one test instead.
 //!
 //! Every case takes a fresh, empty backend; a case panics (through `assert!`) when the backend
-//! breaks the contract.
+//! breaks the contract. The few *pair cases* (after `pairs:` in the list) take two fresh
+//! backends from the same factory: an export from one imported into the other.
 
 mod admin;
 mod audit;
 mod credentials;
+mod dump;
 mod flows;
 mod helpers;
 mod model;
@@ -28,6 +30,7 @@ use tresor_core::backend::Backend;
 pub use admin::*;
 pub use audit::*;
 pub use credentials::*;
+pub use dump::*;
 pub use flows::*;
 pub use model::{ModelExpect, ModelOp, check_against_model, model_property};
 pub use records::*;
@@ -57,8 +60,9 @@ impl<B> Fixture<B> {
 }
 
 /// Expands to one `#[tokio::test]` per conformance case plus the model property test, each on a
-/// fresh fixture from `$make` (an async function or closure returning a [`Fixture`]). The
-/// calling crate needs `tokio` (with `macros` and `rt-multi-thread`) as a dev-dependency.
+/// fresh fixture from `$make` (an async function or closure returning a [`Fixture`]; a pair
+/// case gets two). The calling crate needs `tokio` (with `macros` and `rt-multi-thread`) as a
+/// dev-dependency.
 #[macro_export]
 macro_rules! conformance_tests {
     ($make:expr) => {
@@ -119,9 +123,13 @@ macro_rules! conformance_tests {
             uninstall_removes_installation_flows,
             deleting_an_app_or_account_removes_its_flows,
             purge_expired_keeps_flows_a_day_past_expiry,
+            nodes_register_list_and_unregister,
+            import_of_an_existing_key_conflicts_and_inserts_nothing;
+            pairs:
+            export_then_import_round_trips,
         );
     };
-    (@cases $make:expr; $($case:ident),* $(,)?) => {
+    (@cases $make:expr; $($case:ident),* $(,)?; pairs: $($pair:ident),* $(,)?) => {
         $(
             #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
             async fn $case() {
@@ -130,14 +138,26 @@ macro_rules! conformance_tests {
                 $crate::conformance::$case(&fixture.backend).await;
             }
         )*
+        $(
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn $pair() {
+                let make = $make;
+                let (first, second) = (make().await, make().await);
+                $crate::conformance::$pair(&first.backend, &second.backend).await;
+            }
+        )*
 
         #[test]
         fn model_property() {
             $crate::conformance::model_property($make);
         }
     };
-    (@run $make:expr; $($case:ident),* $(,)?) => {
+    (@run $make:expr; $($case:ident),* $(,)?; pairs: $($pair:ident),* $(,)?) => {
         $( $crate::conformance::$case(&$make().await.backend).await; )*
+        $({
+            let (first, second) = ($make().await, $make().await);
+            $crate::conformance::$pair(&first.backend, &second.backend).await;
+        })*
     };
 }
 

@@ -1,8 +1,11 @@
 //! Test support for tresor, used only by tests: the backend conformance suite that every storage
 //! backend runs unchanged ([`conformance`]), [`server`], which spawns the real binary for
 //! black-box tests, and [`provider`], a fake OAuth 2.0 provider and upstream API on loopback that
-//! plays the other side of tresor's credential proxy and OAuth flows.
+//! plays the other side of tresor's credential proxy and OAuth flows. [`postgres`] starts a
+//! throwaway PostgreSQL once per test process and hands out fresh databases on it, for the
+//! PostgreSQL backend's tests and for servers started on PostgreSQL.
 
 pub mod conformance;
+pub mod postgres;
 pub mod provider;
 pub mod server;

@@ -1,11 +1,94 @@
 //! Spawns the real `tresor` binary on a free loopback port over a throwaway data directory,
 //! and talks to it over HTTP: the harness of the black-box tests.
+//!
+//! # Backends
+//!
+//! [`TestServer::start`], [`TestServer::start_with`] and [`TestServer::start_tls`] run the
+//! server on the embedded store (SQLite in its data directory), unless [`on_postgres`] says
+//! otherwise: when the variable `TRESOR_TEST_BACKEND` is `postgres`, or when the running test
+//! executable's file name starts with `postgres_` (cargo names a test binary after its file,
+//! `tests/postgres_contract.rs` → `postgres_contract-<hash>`), each server gets a fresh database
+//! on the throwaway PostgreSQL of [`crate::postgres`] (`--database-url`), a new root key file
+//! (`--master-key-file`; the server never generates one for a database) and a random admin token
+//! (`TRESOR_ADMIN_TOKEN`, unless the test gives its own). The data directory is still created
+//! and holds `server.log`, but the store is not in it. [`TestServer::start_cluster`] always
+//! uses PostgreSQL: several servers on one database.
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
+
+/// Set to `postgres` to run every [`TestServer`] on PostgreSQL (or `sqlite`, the default).
+pub const BACKEND_ENV: &str = "TRESOR_TEST_BACKEND";
+
+/// Whether servers of this test process run on PostgreSQL: `TRESOR_TEST_BACKEND=postgres`, or a
+/// test executable whose file name starts with `postgres_`. Panics on any other value of the
+/// variable than `postgres`, `sqlite` or empty, rather than silently testing the wrong thing.
+pub fn on_postgres() -> bool {
+    match std::env::var(BACKEND_ENV).as_deref() {
+        Ok("postgres") => return true,
+        Ok("sqlite" | "") | Err(std::env::VarError::NotPresent) => {}
+        Ok(other) => panic!("{BACKEND_ENV}={other}: expected `postgres` or `sqlite`"),
+        Err(e) => panic!("{BACKEND_ENV}: {e}"),
+    }
+    std::env::current_exe()
+        .ok()
+        .and_then(|p| {
+            p.file_name()
+                .map(|n| n.to_string_lossy().starts_with("postgres_"))
+        })
+        .unwrap_or(false)
+}
+
+/// Which store a [`TestServer`] runs on.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum StorageBackend {
+    /// The embedded store in [`TestServer::data_dir`].
+    Sqlite,
+    /// A PostgreSQL database (shared by the servers of one [`TestServer::start_cluster`]).
+    Postgres { database_url: String },
+}
+
+/// What servers on one PostgreSQL database share: the database, the root key file (and the
+/// directory that keeps it) and the admin token.
+#[derive(Clone)]
+struct PgSetup {
+    database_url: String,
+    key_file: PathBuf,
+    _keys: Arc<tempfile::TempDir>,
+    admin_token: String,
+}
+
+impl PgSetup {
+    /// A fresh database, a new key file, and `admin_token` or a random one.
+    async fn new(admin_token: Option<String>) -> PgSetup {
+        let database_url = crate::postgres::fresh_database().await;
+        let keys = tempfile::Builder::new()
+            .prefix("tresor-test-keys-")
+            .tempdir()
+            .unwrap_or_else(|e| panic!("tempdir: {e}"));
+        let key_file = keys.path().join("root.key");
+        tresor_crypto::RootKeyRing::generate_file(&key_file)
+            .unwrap_or_else(|e| panic!("root key {}: {e}", key_file.display()));
+        PgSetup {
+            database_url,
+            key_file,
+            _keys: Arc::new(keys),
+            admin_token: admin_token.unwrap_or_else(random_admin_token),
+        }
+    }
+}
+
+/// 32 random bytes, hex: 64 printable characters, as `TRESOR_ADMIN_TOKEN` requires (≥ 32).
+fn random_admin_token() -> String {
+    let mut bytes = [0u8; 32];
+    aws_lc_rs::rand::fill(&mut bytes).unwrap_or_else(|_| panic!("no randomness"));
+    let hex: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
+    format!("test-admin-{hex}")
+}
 
 /// A running `tresor serve`.
 pub struct TestServer {
@@ -19,6 +102,8 @@ pub struct TestServer {
     extra_args: Vec<String>,
     envs: Vec<(String, String)>,
     scheme: &'static str,
+    /// Set when the server runs on PostgreSQL.
+    pg: Option<PgSetup>,
 }
 
 /// An answer: status, headers and the body parsed as JSON when it is JSON.
@@ -42,11 +127,13 @@ impl Answer {
 }
 
 impl TestServer {
-    /// Starts the binary with the embedded store in a fresh temporary directory.
+    /// Starts the binary over a fresh temporary directory, on the embedded store or, when
+    /// [`on_postgres`], on a fresh PostgreSQL database (see the module documentation).
     pub async fn start(bin: &Path) -> TestServer {
         TestServer::start_with(bin, &[], &[]).await
     }
 
+    /// [`TestServer::start`] with more flags and environment variables.
     pub async fn start_with(bin: &Path, extra_args: &[&str], envs: &[(&str, &str)]) -> TestServer {
         TestServer::start_inner(bin, extra_args, envs, None).await
     }
@@ -65,30 +152,87 @@ impl TestServer {
         envs: &[(&str, &str)],
         ca_pem: Option<&[u8]>,
     ) -> TestServer {
+        let pg = if on_postgres() {
+            Some(PgSetup::new(env_admin_token(envs)).await)
+        } else {
+            None
+        };
+        let mut s = TestServer::new(bin, extra_args, envs, ca_pem, pg);
+        s.launch().await;
+        if s.pg.is_none() {
+            s.admin_token = std::fs::read_to_string(s.data_dir().join("admin.token"))
+                .unwrap_or_else(|e| panic!("admin.token: {e}"))
+                .trim()
+                .to_owned();
+        }
+        s
+    }
+
+    /// Starts `n` servers on one fresh PostgreSQL database (always PostgreSQL, whatever
+    /// [`on_postgres`] says), one after the other so that the first one creates the schema.
+    /// They share the root key file and the admin token (`TRESOR_ADMIN_TOKEN` from `envs`, or a
+    /// random one); each has its own port and data directory (for its log). Restarting,
+    /// killing or terminating one leaves the others running.
+    pub async fn start_cluster(
+        bin: &Path,
+        n: usize,
+        extra_args: &[&str],
+        envs: &[(&str, &str)],
+    ) -> Vec<TestServer> {
+        let pg = PgSetup::new(env_admin_token(envs)).await;
+        let mut servers = Vec::with_capacity(n);
+        for _ in 0..n {
+            let mut s = TestServer::new(bin, extra_args, envs, None, Some(pg.clone()));
+            s.launch().await;
+            servers.push(s);
+        }
+        servers
+    }
+
+    fn new(
+        bin: &Path,
+        extra_args: &[&str],
+        envs: &[(&str, &str)],
+        ca_pem: Option<&[u8]>,
+        pg: Option<PgSetup>,
+    ) -> TestServer {
         let data = tempfile::Builder::new()
             .prefix("tresor-test-")
             .tempdir()
             .unwrap_or_else(|e| panic!("tempdir: {e}"));
-        let mut s = TestServer {
+        let mut envs: Vec<(String, String)> = envs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        let mut admin_token = String::new();
+        if let Some(pg) = &pg {
+            admin_token = pg.admin_token.clone();
+            if env_admin_token_of(&envs).is_none() {
+                envs.push(("TRESOR_ADMIN_TOKEN".into(), admin_token.clone()));
+            }
+        }
+        TestServer {
             bin: bin.to_path_buf(),
             data,
             child: None,
             addr: String::new(),
-            admin_token: String::new(),
+            admin_token,
             http: http_client(ca_pem),
             extra_args: extra_args.iter().map(|s| s.to_string()).collect(),
-            envs: envs
-                .iter()
-                .map(|(k, v)| (k.to_string(), v.to_string()))
-                .collect(),
+            envs,
             scheme: if ca_pem.is_some() { "https" } else { "http" },
-        };
-        s.launch().await;
-        s.admin_token = std::fs::read_to_string(s.data_dir().join("admin.token"))
-            .unwrap_or_else(|e| panic!("admin.token: {e}"))
-            .trim()
-            .to_owned();
-        s
+            pg,
+        }
+    }
+
+    /// Which store this server runs on.
+    pub fn backend(&self) -> StorageBackend {
+        match &self.pg {
+            Some(pg) => StorageBackend::Postgres {
+                database_url: pg.database_url.clone(),
+            },
+            None => StorageBackend::Sqlite,
+        }
     }
 
     pub fn data_dir(&self) -> &Path {
@@ -114,8 +258,14 @@ impl TestServer {
             .arg("--listen")
             .arg(&self.addr)
             .arg("--data-dir")
-            .arg(self.data.path())
-            .args(&self.extra_args)
+            .arg(self.data.path());
+        if let Some(pg) = &self.pg {
+            cmd.arg("--database-url")
+                .arg(&pg.database_url)
+                .arg("--master-key-file")
+                .arg(&pg.key_file);
+        }
+        cmd.args(&self.extra_args)
             .env_remove("TRESOR_ADMIN_TOKEN")
             .env_remove("TRESOR_MASTER_KEY")
             .env_remove("TRESOR_MASTER_KEY_FILE")
@@ -281,6 +431,21 @@ impl TestServer {
             .unwrap_or_else(|| panic!("no token in {r:?}"))
             .to_owned()
     }
+}
+
+/// The `TRESOR_ADMIN_TOKEN` a test passes, if any.
+fn env_admin_token(envs: &[(&str, &str)]) -> Option<String> {
+    envs.iter()
+        .rev()
+        .find(|(k, _)| *k == "TRESOR_ADMIN_TOKEN")
+        .map(|(_, v)| v.to_string())
+}
+
+fn env_admin_token_of(envs: &[(String, String)]) -> Option<&str> {
+    envs.iter()
+        .rev()
+        .find(|(k, _)| k == "TRESOR_ADMIN_TOKEN")
+        .map(|(_, v)| v.as_str())
 }
 
 impl Drop for TestServer {

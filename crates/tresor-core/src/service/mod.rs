@@ -5,6 +5,7 @@
 mod admin;
 mod auth;
 mod credentials;
+mod nodes;
 mod oauth;
 mod records;
 mod refresh;
@@ -23,6 +24,7 @@ pub use admin::{Installed, IssuedTokenOut, RecordPage};
 pub use credentials::{
     CredentialInput, CredentialMeta, CredentialPage, ProviderOut, UsableCredential,
 };
+pub use nodes::NODE_HEARTBEAT;
 pub use oauth::{
     CallbackWork, FLOW_LIFETIME_MS, FlowStarted, FlowView, StartFlow, TokenEndpoint, TokenSet,
 };
@@ -46,6 +48,17 @@ pub struct Service {
     limits: Limits,
     /// MAC of `TRESOR_ADMIN_TOKEN`, when the operator set one.
     env_admin_mac: Option<[u8; 32]>,
+    /// This process in the store's node registry (new at every start).
+    node_id: String,
+}
+
+/// What [`Service::check_root_key`] found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RootKeyCheck {
+    /// The store holds a token pepper and the root key unwraps it.
+    Matches,
+    /// The store holds no token pepper yet (a new store): nothing to check against.
+    NewStore,
 }
 
 impl Service {
@@ -68,22 +81,7 @@ impl Service {
         let fresh = TokenPepper::generate()?;
         let wrapped = root.wrap(&fresh.as_data_key(), PEPPER_META.as_bytes())?;
         let stored = backend.meta_get_or_insert(PEPPER_META, &wrapped).await?;
-        let pepper = match root.unwrap(&stored, PEPPER_META.as_bytes()) {
-            Ok(key) => TokenPepper::from_data_key(key),
-            Err(tresor_crypto::CryptoError::UnknownKeyVersion(v)) => {
-                return Err(CoreError::Unavailable(format!(
-                    "the root key file does not hold version `{v}`, which this store was \
-                     written with: wrong key file"
-                )));
-            }
-            Err(_) => {
-                return Err(CoreError::Unavailable(
-                    "the root key does not match this store (its data cannot be decrypted with \
-                     it): wrong key file"
-                        .into(),
-                ));
-            }
-        };
+        let pepper = TokenPepper::from_data_key(unwrap_pepper(&root, &stored)?);
         let env_admin_mac = env_admin_token.map(|t| pepper.mac(t));
         let fresh = tresor_crypto::DataKey::generate()?;
         let wrapped = root.wrap(&fresh, SYSTEM_KEY_META.as_bytes())?;
@@ -102,7 +100,19 @@ impl Service {
             system_key,
             limits,
             env_admin_mac,
+            node_id: nodes::new_node_id()?,
         })
+    }
+
+    /// Checks the root key against a store without writing anything: the check that
+    /// [`Service::open`] makes, for a start-up that must refuse a wrong key before it migrates
+    /// or writes (a shared database). Needs the store's `meta` table, so a store without any
+    /// schema yet is the caller's [`RootKeyCheck::NewStore`] to decide.
+    pub async fn check_root_key(backend: &dyn Backend, root: &RootKeyRing) -> Result<RootKeyCheck> {
+        match backend.meta_get(PEPPER_META).await? {
+            None => Ok(RootKeyCheck::NewStore),
+            Some(stored) => unwrap_pepper(root, &stored).map(|_| RootKeyCheck::Matches),
+        }
     }
 
     pub fn limits(&self) -> &Limits {
@@ -166,6 +176,25 @@ impl Service {
     /// the request (503) rather than let it go unaudited.
     fn enqueue(&self, events: Vec<AuditEvent>) -> Result<()> {
         self.backend.audit_enqueue(events)
+    }
+}
+
+/// Unwraps the stored token pepper, or says the root key is the wrong one (and which version it
+/// lacks, when that is the reason).
+fn unwrap_pepper(root: &RootKeyRing, stored: &[u8]) -> Result<tresor_crypto::DataKey> {
+    match root.unwrap(stored, PEPPER_META.as_bytes()) {
+        Ok(key) => Ok(key),
+        Err(tresor_crypto::CryptoError::UnknownKeyVersion(v)) => {
+            Err(CoreError::Unavailable(format!(
+                "the root key file does not hold version `{v}`, which this store was written \
+                 with: wrong key file"
+            )))
+        }
+        Err(_) => Err(CoreError::Unavailable(
+            "the root key does not match this store (its data cannot be decrypted with it): \
+             wrong key file"
+                .into(),
+        )),
     }
 }
 
