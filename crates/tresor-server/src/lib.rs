@@ -256,9 +256,14 @@ async fn readyz(
     req: Request,
 ) -> Response {
     match st.service.ready().await {
+        // The contract leaves the body open; the backend's name helps an operator of many
+        // servers see what each one runs on.
         Ok(()) => (
             StatusCode::OK,
-            axum::Json(serde_json::json!({"status": "ready"})),
+            axum::Json(serde_json::json!({
+                "status": "ready",
+                "backend": st.service.backend().name(),
+            })),
         )
             .into_response(),
         Err(e) => {

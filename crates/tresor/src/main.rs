@@ -1,12 +1,15 @@
-//! The `tresor` binary: the server (`serve`), root key files (`keygen`), and the command-line
-//! client of the record stores (`secrets`, `settings`, `kv`, `shared`), of write-only
-//! credentials (`creds`) and of the administration API (`admin`).
+//! The `tresor` binary: the server (`serve`), schema migrations (`migrate`), root key files
+//! (`keygen`), and the command-line client of the record stores (`secrets`, `settings`, `kv`,
+//! `shared`), of write-only credentials (`creds`) and of the administration API (`admin`).
 
 mod cli_admin;
 mod cli_common;
 mod cli_creds;
+mod cli_dump;
 mod cli_store;
+mod database;
 mod keygen;
+mod migrate;
 mod serve;
 
 use std::process::ExitCode;
@@ -26,8 +29,17 @@ struct Cli {
 enum Command {
     /// Run the server.
     Serve(serve::ServeArgs),
+    /// Apply pending schema migrations (PostgreSQL or the embedded store); needs no root key.
+    #[command(long_about = migrate::LONG_ABOUT)]
+    Migrate(migrate::MigrateArgs),
     /// Write a new root key file, or add a version to one.
     Keygen(keygen::KeygenArgs),
+    /// Write every row of a store to a file, as stored (nothing is decrypted).
+    #[command(long_about = cli_dump::EXPORT_ABOUT)]
+    Export(cli_dump::ExportArgs),
+    /// Load a file written by `export` into an empty store.
+    #[command(long_about = cli_dump::IMPORT_ABOUT)]
+    Import(cli_dump::ImportArgs),
     /// The `secrets` store (installation token).
     Secrets(cli_store::StoreArgs),
     /// The `settings` store (installation token).
@@ -47,7 +59,10 @@ async fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
         Command::Serve(args) => report(serve::run(args).await),
+        Command::Migrate(args) => report(migrate::run(args).await),
         Command::Keygen(args) => report(keygen::run(args)),
+        Command::Export(args) => report(cli_dump::export(args).await),
+        Command::Import(args) => report(cli_dump::import(args).await),
         Command::Secrets(args) => cli_common::finish(cli_store::run(Store::Secrets, args).await),
         Command::Settings(args) => cli_common::finish(cli_store::run(Store::Settings, args).await),
         Command::Kv(args) => cli_common::finish(cli_store::run(Store::Kv, args).await),

@@ -1,20 +1,27 @@
 //! `tresor serve`: the server's flags and environment variables (the contract's "Running the
-//! server"), start-up of the embedded store, and graceful shutdown.
+//! server"), start-up over the embedded store or over PostgreSQL (the root key checked before
+//! anything is migrated or written), this process's node registration, the background loops,
+//! and graceful shutdown.
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use anyhow::{Context as _, anyhow, bail};
 use secrecy::ExposeSecret as _;
 use tracing::{info, warn};
+use tresor_backend_postgres::PostgresBackend;
 use tresor_backend_sqlite::{GroupCommitSnapshot, SqliteBackend, SqliteOptions};
+use tresor_core::CoreError;
 use tresor_core::backend::Backend;
 use tresor_core::model::Limits;
-use tresor_core::service::Service;
+use tresor_core::service::{NODE_HEARTBEAT, RootKeyCheck, Service};
 use tresor_crypto::RootKeyRing;
 use tresor_server::{AppState, ExtraMetrics, ListenConfig, Metrics, TlsFiles};
+
+use crate::database::{self, DatabaseArgs, DatabaseUrl, describe};
 
 /// Flags of `tresor serve`; each has the environment variable the contract names.
 #[derive(Debug, clap::Args)]
@@ -22,13 +29,16 @@ pub struct ServeArgs {
     /// Address to listen on.
     #[arg(long, env = "TRESOR_LISTEN", default_value = "127.0.0.1:8200")]
     pub listen: SocketAddr,
-    /// Directory of the embedded store (ignored with --database-url).
+    /// Directory of the embedded store. With --database-url it holds only the bootstrap admin
+    /// token, if this server is the one that creates it (none is made when TRESOR_ADMIN_TOKEN is
+    /// set).
     #[arg(long, env = "TRESOR_DATA_DIR", default_value = "./tresor-data")]
     pub data_dir: PathBuf,
-    /// PostgreSQL URL (postgres://…) to use instead of the embedded store.
-    #[arg(long, env = "TRESOR_DATABASE_URL", hide_env_values = true)]
-    pub database_url: Option<String>,
-    /// Root key file (`tresor keygen FILE` makes one). Default: DIR/root.key, created on first start.
+    #[command(flatten)]
+    pub database: DatabaseArgs,
+    /// Root key file (`tresor keygen FILE` makes one). Default: DIR/root.key, created on first
+    /// start of the embedded store. With --database-url it must be given (or TRESOR_MASTER_KEY):
+    /// the same file on every server; it is never generated or stored in the database.
     #[arg(long, env = "TRESOR_MASTER_KEY_FILE")]
     pub master_key_file: Option<PathBuf>,
     /// TLS certificate chain (PEM).
@@ -67,12 +77,6 @@ const PURGE_BATCH: usize = 1000;
 pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     init_logging(&args.log_format);
     disable_core_dumps();
-    if args.database_url.is_some() {
-        bail!(
-            "--database-url: the PostgreSQL backend is not available yet in this release; \
-             run without it to use the embedded store"
-        );
-    }
     if args.tls_cert.is_none() && !args.listen.ip().is_loopback() && !args.insecure_http {
         bail!(
             "refusing plain HTTP on the non-loopback address {}: give --tls-cert and --tls-key, \
@@ -81,31 +85,35 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         );
     }
 
-    let dir = &args.data_dir;
-    let fresh = !dir.join(DB_FILE).exists();
-    create_private_dir(dir)?;
-    let _lock = lock_data_dir(dir)?;
-    let root = Arc::new(load_root_key(&args, fresh)?);
+    let (storage, root) = match &args.database.database_url {
+        Some(url) => open_postgres(&args, url).await?,
+        None => open_embedded(&args)?,
+    };
     info!(versions = ?root.version_ids(), active = root.active_id(), "root key loaded");
 
-    let backend = Arc::new(
-        SqliteBackend::open(dir, SqliteOptions::default())
-            .with_context(|| format!("opening the embedded store in {}", dir.display()))?,
-    );
     let env_admin = std::env::var("TRESOR_ADMIN_TOKEN").ok();
     let service = Service::open(
-        backend.clone() as Arc<dyn Backend>,
+        storage.backend(),
         root,
         Limits::default(),
         env_admin.as_deref(),
     )
     .await
-    .map_err(|e| anyhow!("{}", e.public_message()))?;
-    if let Some(issued) = service
-        .bootstrap_admin_token()
-        .await
-        .map_err(|e| anyhow!("creating the bootstrap admin token: {}", e.public_message()))?
-    {
+    .map_err(|e| anyhow!("{}", storage.scrub(&describe(&e))))?;
+    // Over PostgreSQL, TRESOR_ADMIN_TOKEN (the same on every server) is admin access enough:
+    // no plaintext token needs to be written to this machine's disk.
+    let bootstrap = match (&storage, &env_admin) {
+        (Storage::Postgres { .. }, Some(_)) => None,
+        _ => service.bootstrap_admin_token().await.map_err(|e| {
+            anyhow!(
+                "creating the bootstrap admin token: {}",
+                storage.scrub(&describe(&e))
+            )
+        })?,
+    };
+    if let Some(issued) = bootstrap {
+        let dir = &args.data_dir;
+        create_private_dir(dir)?;
         let path = dir.join(ADMIN_TOKEN_FILE);
         write_private_file(
             &path,
@@ -119,13 +127,25 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     }
 
     let service = Arc::new(service);
+    service.register_node().await.map_err(|e| {
+        anyhow!(
+            "registering this server in the node registry: {}",
+            storage.scrub(&describe(&e))
+        )
+    })?;
+    let node_count = Arc::new(AtomicUsize::new(0));
+    count_nodes(&service, &node_count).await;
+    info!(
+        node_id = service.node_id(),
+        backend = storage.name(),
+        "registered this server"
+    );
+
     let metrics = Arc::new(Metrics::new().context("creating metrics")?);
-    let stats_backend = backend.clone();
-    let extra: ExtraMetrics = Arc::new(move || group_commit_metrics(&stats_backend.batch_sizes()));
     let state = AppState {
         service: service.clone(),
         metrics,
-        extra_metrics: Some(extra),
+        extra_metrics: Some(storage.extra_metrics(node_count.clone())),
         proxy_limits: tresor_server::proxy::forward::ProxyLimits {
             timeout: Duration::from_secs(args.proxy_timeout),
             max_response_bytes: args.proxy_max_response_bytes,
@@ -142,6 +162,8 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
 
     let retention = Duration::from_secs(u64::from(args.audit_retention_days) * 86_400);
     let purger = tokio::spawn(purge_loop(service.clone(), retention));
+    // Its own task, so that a long purge never delays the heartbeat.
+    let heartbeat = tokio::spawn(heartbeat_loop(service.clone(), node_count));
     let tls = match (&args.tls_cert, &args.tls_key) {
         (Some(cert), Some(key)) => Some(TlsFiles {
             cert: cert.clone(),
@@ -162,11 +184,169 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     )
     .await;
     purger.abort();
+    heartbeat.abort();
+    match service.unregister_node().await {
+        Ok(_) => info!(node_id = service.node_id(), "unregistered this server"),
+        Err(e) => {
+            warn!(node_id = service.node_id(), error = %storage.scrub(&describe(&e)), "unregistering this server failed")
+        }
+    }
     // Every queued write and audit event is committed before the process exits.
-    backend.shutdown().await;
+    storage.shutdown().await;
     served.with_context(|| format!("serving on {}", args.listen))?;
     info!("stopped");
     Ok(())
+}
+
+/// The backend this process serves from, and what belongs to it alone.
+enum Storage {
+    /// The embedded store; the lock file is held as long as the process serves.
+    Embedded {
+        backend: Arc<SqliteBackend>,
+        _lock: std::fs::File,
+    },
+    Postgres {
+        backend: Arc<PostgresBackend>,
+        url: DatabaseUrl,
+    },
+}
+
+impl Storage {
+    fn backend(&self) -> Arc<dyn Backend> {
+        match self {
+            Storage::Embedded { backend, .. } => backend.clone(),
+            Storage::Postgres { backend, .. } => backend.clone(),
+        }
+    }
+
+    fn name(&self) -> &'static str {
+        match self {
+            Storage::Embedded { .. } => "sqlite",
+            Storage::Postgres { .. } => "postgres",
+        }
+    }
+
+    /// Driver messages can quote the connection string: never its password.
+    fn scrub(&self, text: &str) -> String {
+        match self {
+            Storage::Embedded { .. } => text.to_owned(),
+            Storage::Postgres { url, .. } => url.scrub(text),
+        }
+    }
+
+    /// The metric families beyond the HTTP ones: the node count, and the group-commit
+    /// histogram of the embedded store (PostgreSQL commits each request on its own: no such
+    /// numbers, and no placeholders either).
+    fn extra_metrics(&self, node_count: Arc<AtomicUsize>) -> ExtraMetrics {
+        let group_commit = match self {
+            Storage::Embedded { backend, .. } => Some(backend.clone()),
+            Storage::Postgres { .. } => None,
+        };
+        Arc::new(move || {
+            let mut out = nodes_metric(node_count.load(Ordering::Relaxed));
+            if let Some(backend) = &group_commit {
+                out.push_str(&group_commit_metrics(&backend.batch_sizes()));
+            }
+            out
+        })
+    }
+
+    /// Commits what is queued (audit events of reads) and closes the storage.
+    async fn shutdown(&self) {
+        match self {
+            Storage::Embedded { backend, .. } => backend.shutdown().await,
+            Storage::Postgres { backend, .. } => backend.shutdown().await,
+        }
+    }
+}
+
+/// The embedded store: the data directory locked, the root key loaded (created on the first
+/// start), the database opened and migrated.
+fn open_embedded(args: &ServeArgs) -> anyhow::Result<(Storage, Arc<RootKeyRing>)> {
+    let dir = &args.data_dir;
+    let fresh = !dir.join(DB_FILE).exists();
+    create_private_dir(dir)?;
+    let lock = lock_data_dir(dir)?;
+    let root = Arc::new(load_root_key(args, fresh)?);
+    let backend = Arc::new(
+        SqliteBackend::open(dir, SqliteOptions::default())
+            .map_err(|e| anyhow!("{}", describe(&e)))
+            .with_context(|| format!("opening the embedded store in {}", dir.display()))?,
+    );
+    Ok((
+        Storage::Embedded {
+            backend,
+            _lock: lock,
+        },
+        root,
+    ))
+}
+
+/// PostgreSQL, in the order that keeps a shared database safe: the root key must be supplied;
+/// connect; when the database already holds a store, check the key against it before
+/// migrating or writing anything; then migrate (under the migration lock, so that servers may
+/// start together).
+async fn open_postgres(
+    args: &ServeArgs,
+    url: &DatabaseUrl,
+) -> anyhow::Result<(Storage, Arc<RootKeyRing>)> {
+    let root = Arc::new(load_supplied_root_key(args)?);
+    let backend = database::connect(url, &args.database).await?;
+    let version = backend
+        .schema_version()
+        .await
+        .map_err(|e| url.error("reading the database schema version", &e))?;
+    if version > 0 {
+        match Service::check_root_key(&backend, &root).await {
+            Ok(RootKeyCheck::Matches) => info!("root key matches the database"),
+            Ok(RootKeyCheck::NewStore) => {}
+            Err(e) => {
+                backend.shutdown().await;
+                let why = match &e {
+                    CoreError::Unavailable(why) => why.clone(),
+                    other => describe(other),
+                };
+                bail!(
+                    "refusing to start on {url}, nothing was written: {}",
+                    url.scrub(&why)
+                );
+            }
+        }
+    }
+    let report = backend
+        .migrate()
+        .await
+        .map_err(|e| url.error(&format!("migrating {url}"), &e))?;
+    if report.applied.is_empty() {
+        info!(database = %url, schema_version = report.version, "database schema is current");
+    } else {
+        info!(database = %url, applied = ?report.applied, schema_version = report.version, "migrated the database schema");
+    }
+    Ok((
+        Storage::Postgres {
+            backend: Arc::new(backend),
+            url: url.clone(),
+        },
+        root,
+    ))
+}
+
+/// The root key of a server over PostgreSQL: given by the operator, never generated here
+/// (each server would make its own) and never stored in the database.
+fn load_supplied_root_key(args: &ServeArgs) -> anyhow::Result<RootKeyRing> {
+    if let Some(path) = &args.master_key_file {
+        return RootKeyRing::load_file(path)
+            .map_err(|e| anyhow!("root key file {}: {e}", path.display()));
+    }
+    if let Ok(b64) = std::env::var("TRESOR_MASTER_KEY") {
+        return RootKeyRing::from_base64(&b64).map_err(|e| anyhow!("TRESOR_MASTER_KEY: {e}"));
+    }
+    bail!(
+        "the root key is missing: with --database-url it must be supplied, because the server \
+         never generates it or stores it in the database; give --master-key-file FILE (or \
+         TRESOR_MASTER_KEY_FILE), the same file on every server, or TRESOR_MASTER_KEY \
+         (`tresor keygen FILE` makes a key file for a new database)"
+    )
 }
 
 const DB_FILE: &str = "tresor.db";
@@ -205,7 +385,7 @@ fn load_root_key(args: &ServeArgs, fresh: bool) -> anyhow::Result<RootKeyRing> {
 
 /// One server per data directory: a second one would share the SQLite file but not the
 /// writer, and its start-up (bootstrap token, root key creation) could race the first.
-fn lock_data_dir(dir: &Path) -> anyhow::Result<std::fs::File> {
+pub(crate) fn lock_data_dir(dir: &Path) -> anyhow::Result<std::fs::File> {
     let path = dir.join("lock");
     let file = std::fs::OpenOptions::new()
         .create(true)
@@ -317,6 +497,38 @@ async fn purge_loop(service: Arc<Service>, audit_retention: Duration) {
             }
         }
     }
+}
+
+/// Refreshes this process's registration every [`NODE_HEARTBEAT`] and the node count of the
+/// metrics with it.
+async fn heartbeat_loop(service: Arc<Service>, node_count: Arc<AtomicUsize>) {
+    let mut tick = tokio::time::interval(NODE_HEARTBEAT);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    // The first tick is immediate; the registration was made just before.
+    tick.tick().await;
+    loop {
+        tick.tick().await;
+        if let Err(e) = service.register_node().await {
+            warn!(error = %e, node_id = service.node_id(), "refreshing the node registration failed");
+        }
+        count_nodes(&service, &node_count).await;
+    }
+}
+
+async fn count_nodes(service: &Service, node_count: &AtomicUsize) {
+    match service.nodes().await {
+        Ok(nodes) => node_count.store(nodes.len(), Ordering::Relaxed),
+        Err(e) => warn!(error = %e, "listing the registered servers failed"),
+    }
+}
+
+/// The node count as a Prometheus gauge.
+fn nodes_metric(count: usize) -> String {
+    format!(
+        "# HELP tresor_nodes Servers registered on this store, as of this server's last heartbeat.\n\
+         # TYPE tresor_nodes gauge\n\
+         tresor_nodes {count}\n"
+    )
 }
 
 /// The group-commit batch sizes as a Prometheus histogram.

@@ -112,9 +112,11 @@ fn refusals_at_start() {
     let (code, err) = serve(&["--listen", &format!("0.0.0.0:{port}")], &[]);
     assert_ne!(code, Some(0));
     assert!(err.contains("--insecure-http"), "{err}");
-    let (code, err) = serve(&["--database-url", "postgres://x"], &[]);
+    // Over PostgreSQL the root key must be supplied: refused before connecting.
+    let (code, err) = serve(&["--database-url", "postgres://u:pw-x1@x/db"], &[]);
     assert_ne!(code, Some(0));
-    assert!(err.contains("not available yet"), "{err}");
+    assert!(err.contains("root key is missing"), "{err}");
+    assert!(!err.contains("pw-x1"), "{err}");
     let (code, err) = serve(&[], &[("TRESOR_ADMIN_TOKEN", "short")]);
     assert_ne!(code, Some(0));
     assert!(err.contains("TRESOR_ADMIN_TOKEN"), "{err}");
