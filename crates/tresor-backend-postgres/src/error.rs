@@ -65,7 +65,14 @@ pub(crate) fn retry_reason(e: &tokio_postgres::Error) -> Option<&'static str> {
 /// exhausted).
 pub(crate) fn from_postgres(e: &tokio_postgres::Error) -> CoreError {
     let Some(db) = e.as_db_error() else {
-        // No SQLSTATE: the connection broke, timed out, or a value did not convert.
+        // No SQLSTATE: TLS failed, the connection broke or timed out, or a value did not
+        // convert.
+        if let Some(tls) = tls_error(e) {
+            return CoreError::Unavailable(format!(
+                "TLS with the database failed ({tls}); check --database-ca-file and the host \
+                 name in the database URL"
+            ));
+        }
         if e.is_closed() || is_io(e) {
             return CoreError::Unavailable("the database connection was lost".into());
         }
@@ -124,6 +131,29 @@ pub(crate) fn from_pool(e: &deadpool_postgres::PoolError) -> CoreError {
         PoolError::Closed => CoreError::Unavailable("the database pool is closed".into()),
         other => CoreError::Unavailable(format!("no database connection: {other}")),
     }
+}
+
+/// The rustls error behind a failed connection (an untrusted certificate, a wrong host name),
+/// if that is what failed. Its text names the certificate problem, never a credential.
+fn tls_error(e: &tokio_postgres::Error) -> Option<String> {
+    use std::error::Error as _;
+    let mut source = e.source();
+    while let Some(s) = source {
+        if let Some(tls) = s.downcast_ref::<rustls::Error>() {
+            return Some(tls.to_string());
+        }
+        // An `io::Error` wrapping the rustls error reports the wrapped error's source, not the
+        // wrapped error itself: look inside.
+        if let Some(tls) = s
+            .downcast_ref::<std::io::Error>()
+            .and_then(|io| io.get_ref())
+            .and_then(|inner| inner.downcast_ref::<rustls::Error>())
+        {
+            return Some(tls.to_string());
+        }
+        source = s.source();
+    }
+    None
 }
 
 fn is_io(e: &tokio_postgres::Error) -> bool {

@@ -17,6 +17,9 @@
 //!   `postgres://postgres:pw@db.example:5432/postgres`), no cluster is started: that server is
 //!   used instead (without TLS), and the databases are created on it (and left there, named
 //!   `tresor_t_<pid>_<n>`).
+//! - [`tls_cluster`] (one per process) and [`start_tls_cluster`] (one per call) start a
+//!   separate cluster the same way that accepts only TLS and a password, with a certificate
+//!   signed by a test CA: see [`TlsCluster`]. It never uses `TRESOR_TEST_DATABASE_URL`.
 //!
 //! Nothing here skips: when neither the binaries nor the variable are there, the caller panics
 //! with a message that says what to install.
@@ -173,8 +176,31 @@ fn redacted(url: &url::Url) -> String {
     u.into()
 }
 
+/// What sets one cluster apart from another: how `initdb` sets up authentication, and more
+/// server options for `pg_ctl -o`.
+struct ClusterSetup {
+    /// `initdb`'s authentication arguments (`-A trust` for the shared cluster).
+    auth: Vec<String>,
+    /// More server options (`-c name=value …`), or empty.
+    options: String,
+}
+
 impl LocalCluster {
     fn start() -> Result<LocalCluster, String> {
+        LocalCluster::start_with(|_, _| {
+            Ok(ClusterSetup {
+                auth: vec!["-A".to_owned(), "trust".to_owned()],
+                options: String::new(),
+            })
+        })
+    }
+
+    /// Starts a cluster; `prepare(dir, as_postgres)` runs once `dir` exists (owned by the user
+    /// the server runs as) and the watchdog watches it, before `initdb`, and says how the
+    /// cluster is set up. Files it writes into `dir` are removed with it.
+    fn start_with(
+        prepare: impl FnOnce(&Path, bool) -> Result<ClusterSetup, String>,
+    ) -> Result<LocalCluster, String> {
         let bindir = find_bindir()?;
         let as_postgres = rustix::process::geteuid().is_root();
         if as_postgres {
@@ -196,12 +222,14 @@ impl LocalCluster {
         let data = dir.join("data");
         let pg_ctl = bindir.join("pg_ctl");
         let watchdog = spawn_watchdog(&pg_ctl, &data, &dir, as_postgres)?;
+        let setup = prepare(&dir, as_postgres)?;
 
         run(
             pg_command(&bindir.join("initdb"), as_postgres, &dir)
                 .arg("-D")
                 .arg(&data)
-                .args(["-A", "trust", "-U", "postgres", "--no-sync"])
+                .args(&setup.auth)
+                .args(["-U", "postgres", "--no-sync"])
                 .args(["-E", "UTF8", "--locale=C"]),
             "initdb",
             &dir,
@@ -210,11 +238,15 @@ impl LocalCluster {
         let mut last_error = String::new();
         for _ in 0..START_ATTEMPTS {
             let port = crate::server::free_port();
-            let options = format!(
+            let mut options = format!(
                 "-p {port} -k {sock} -c listen_addresses=127.0.0.1 -c fsync=off \
                  -c synchronous_commit=off -c full_page_writes=off -c max_connections=400",
                 sock = dir.display()
             );
+            if !setup.options.is_empty() {
+                options.push(' ');
+                options.push_str(&setup.options);
+            }
             let started = run(
                 pg_command(&pg_ctl, as_postgres, &dir)
                     .args(["-w", "-t", "60", "-D"])
@@ -444,6 +476,287 @@ rm -rf "$3"
         .stdin
         .take()
         .ok_or_else(|| "the PostgreSQL watchdog has no stdin".to_owned())
+}
+
+// ---- A TLS-only cluster ----
+
+/// The names the TLS cluster's certificate is issued for.
+const TLS_CERT_NAMES: [&str; 2] = ["localhost", "127.0.0.1"];
+
+/// A throwaway cluster of its own (never the shared one, never `TRESOR_TEST_DATABASE_URL`)
+/// that accepts TLS only, for the tests of TLS to the database:
+///
+/// - `ssl=on`, with a server certificate for `localhost` and `127.0.0.1` signed by a test CA
+///   made here with rcgen ([`TlsCluster::ca_file`]);
+/// - its `pg_hba.conf` has only `hostssl` lines (127.0.0.1 and ::1) with `scram-sha-256`: a
+///   connection without TLS, or over the Unix socket, is refused, and the `postgres` user must
+///   give its password ([`TlsCluster::password`], random, in every URL built here);
+/// - it is stopped and its directory removed by the same watchdog as the shared cluster when
+///   the process ends, or as soon as the `TlsCluster` is dropped.
+///
+/// A second CA, unrelated to the server's certificate, is written next to the first
+/// ([`TlsCluster::unrelated_ca_file`]), for tests that must be refused.
+pub struct TlsCluster {
+    cluster: LocalCluster,
+    password: String,
+    ca_file: PathBuf,
+    unrelated_ca_file: PathBuf,
+    ca_der: Vec<u8>,
+}
+
+static TLS_CLUSTER: OnceLock<Result<TlsCluster, String>> = OnceLock::new();
+
+/// The TLS cluster of this test process, started (blocking this thread for a few seconds) on
+/// first use. Panics, saying what is missing, when it cannot be started.
+pub fn tls_cluster() -> &'static TlsCluster {
+    match TLS_CLUSTER.get_or_init(TlsCluster::start) {
+        Ok(c) => c,
+        Err(msg) => panic!("{msg}"),
+    }
+}
+
+/// Starts a new TLS cluster owned by the caller (stopped when it is dropped). Panics, saying
+/// what is missing, when it cannot be started.
+pub fn start_tls_cluster() -> TlsCluster {
+    TlsCluster::start().unwrap_or_else(|msg| panic!("{msg}"))
+}
+
+impl TlsCluster {
+    /// Starts a new TLS cluster (see the type's documentation).
+    pub fn start() -> Result<TlsCluster, String> {
+        let password = format!("tls-test-pw-{}", random_hex(16));
+        let mut files = None;
+        let cluster = LocalCluster::start_with(|dir, as_postgres| {
+            let made = write_tls_files(dir, as_postgres, &password)?;
+            let setup = ClusterSetup {
+                auth: vec![
+                    "-A".to_owned(),
+                    "scram-sha-256".to_owned(),
+                    format!("--pwfile={}", made.pwfile.display()),
+                ],
+                options: format!(
+                    "-c ssl=on -c ssl_cert_file={} -c ssl_key_file={} -c hba_file={} \
+                     -c password_encryption=scram-sha-256",
+                    made.cert.display(),
+                    made.key.display(),
+                    made.hba.display()
+                ),
+            };
+            files = Some(made);
+            Ok(setup)
+        })
+        .map_err(|e| format!("the TLS PostgreSQL test cluster: {e}"))?;
+        let files = files.ok_or_else(|| "the TLS files were not written".to_owned())?;
+        Ok(TlsCluster {
+            cluster,
+            password,
+            ca_file: files.ca,
+            unrelated_ca_file: files.unrelated_ca,
+            ca_der: files.ca_der,
+        })
+    }
+
+    /// The loopback port (of 127.0.0.1) it listens on.
+    pub fn port(&self) -> u16 {
+        self.cluster.port
+    }
+
+    /// The password of its `postgres` superuser.
+    pub fn password(&self) -> &str {
+        &self.password
+    }
+
+    /// PEM of the CA that signed the server's certificate.
+    pub fn ca_file(&self) -> &Path {
+        &self.ca_file
+    }
+
+    /// PEM of a CA that signed nothing of this cluster.
+    pub fn unrelated_ca_file(&self) -> &Path {
+        &self.unrelated_ca_file
+    }
+
+    /// Its version and address, for logs.
+    pub fn description(&self) -> String {
+        format!(
+            "{} (TLS-only throwaway cluster on 127.0.0.1:{} in {})",
+            self.cluster.version,
+            self.cluster.port,
+            self.cluster.dir.display()
+        )
+    }
+
+    /// `postgres://postgres:PASSWORD@127.0.0.1:PORT/DATABASE?sslmode=require`.
+    pub fn url(&self, database: &str) -> String {
+        self.url_via("127.0.0.1", database)
+    }
+
+    /// The URL of `database` with `host` as the server's name (what the certificate is checked
+    /// against) and `sslmode=require`. A `host` that is not an IP address gets
+    /// `hostaddr=127.0.0.1`, so the connection goes to this cluster whatever the name
+    /// resolves to (or whether it resolves at all): `url_via("localhost", …)` matches the
+    /// certificate, `url_via("db.invalid", …)` does not.
+    pub fn url_via(&self, host: &str, database: &str) -> String {
+        let mut url = format!(
+            "postgres://postgres:{}@{host}:{}/{database}?sslmode=require",
+            self.password, self.cluster.port
+        );
+        if host.parse::<std::net::IpAddr>().is_err() {
+            url.push_str("&hostaddr=127.0.0.1");
+        }
+        url
+    }
+
+    /// Creates a new, empty database on this cluster (over verified TLS) and returns its
+    /// [`TlsCluster::url`]. Needs a tokio runtime.
+    pub async fn fresh_database(&self) -> String {
+        let client = self.connect(&self.url("postgres")).await;
+        let name = format!(
+            "tresor_t_{}_{}",
+            std::process::id(),
+            NEXT_DATABASE.fetch_add(1, Ordering::Relaxed)
+        );
+        client
+            .batch_execute(&format!("CREATE DATABASE {name}"))
+            .await
+            .unwrap_or_else(|e| panic!("CREATE DATABASE {name} on {}: {e}", self.description()));
+        self.url(&name)
+    }
+
+    /// Opens a connection to `url` over TLS, the certificate verified against the test CA only
+    /// (rustls, as the backend does); the connection task ends when the client is dropped.
+    pub async fn connect(&self, url: &str) -> tokio_postgres::Client {
+        let shown = url::Url::parse(url)
+            .map(|u| redacted(&u))
+            .unwrap_or_else(|_| "<not a URL>".to_owned());
+        let (client, connection) = tokio_postgres::connect(url, self.tls_connector())
+            .await
+            .unwrap_or_else(|e| panic!("connecting to {shown} over TLS: {e}"));
+        tokio::spawn(async move {
+            let _ = connection.await;
+        });
+        client
+    }
+
+    /// A tokio-postgres TLS connector that trusts only the test CA.
+    pub fn tls_connector(&self) -> tokio_postgres_rustls::MakeRustlsConnect {
+        let mut roots = rustls::RootCertStore::empty();
+        roots
+            .add(rustls::pki_types::CertificateDer::from(self.ca_der.clone()))
+            .unwrap_or_else(|e| panic!("the test CA: {e}"));
+        let provider = std::sync::Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+        let config = rustls::ClientConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .unwrap_or_else(|e| panic!("TLS configuration: {e}"))
+            .with_root_certificates(roots)
+            .with_no_client_auth();
+        tokio_postgres_rustls::MakeRustlsConnect::new(config)
+    }
+}
+
+/// The files of a TLS cluster, in its directory.
+struct TlsFiles {
+    ca: PathBuf,
+    ca_der: Vec<u8>,
+    unrelated_ca: PathBuf,
+    cert: PathBuf,
+    key: PathBuf,
+    pwfile: PathBuf,
+    hba: PathBuf,
+}
+
+/// Makes the test CA, the server's certificate and key, an unrelated CA, the password file for
+/// `initdb` and the TLS-only `pg_hba.conf`, in `dir`; what the server reads is handed to the
+/// `postgres` user when it runs as that user (the key stays 0600: PostgreSQL insists).
+fn write_tls_files(dir: &Path, as_postgres: bool, password: &str) -> Result<TlsFiles, String> {
+    let tls = |e: rcgen::Error| format!("making the test certificates: {e}");
+    let ca_key = rcgen::KeyPair::generate().map_err(tls)?;
+    let ca = rcgen::CertifiedIssuer::self_signed(ca_params("tresor test database CA")?, ca_key)
+        .map_err(tls)?;
+    let unrelated_key = rcgen::KeyPair::generate().map_err(tls)?;
+    let unrelated =
+        rcgen::CertifiedIssuer::self_signed(ca_params("tresor test unrelated CA")?, unrelated_key)
+            .map_err(tls)?;
+
+    let server_key = rcgen::KeyPair::generate().map_err(tls)?;
+    let names: Vec<String> = TLS_CERT_NAMES.iter().map(|n| n.to_string()).collect();
+    let mut params = rcgen::CertificateParams::new(names).map_err(tls)?;
+    params
+        .distinguished_name
+        .push(rcgen::DnType::CommonName, "localhost");
+    params.key_usages = vec![rcgen::KeyUsagePurpose::DigitalSignature];
+    params.extended_key_usages = vec![rcgen::ExtendedKeyUsagePurpose::ServerAuth];
+    let server_cert = params.signed_by(&server_key, &ca).map_err(tls)?;
+
+    let files = TlsFiles {
+        ca: dir.join("ca.pem"),
+        ca_der: ca.der().to_vec(),
+        unrelated_ca: dir.join("unrelated-ca.pem"),
+        cert: dir.join("server.crt"),
+        key: dir.join("server.key"),
+        pwfile: dir.join("pwfile"),
+        hba: dir.join("pg_hba_tls.conf"),
+    };
+    write_file(&files.ca, ca.pem().as_bytes(), 0o644)?;
+    write_file(&files.unrelated_ca, unrelated.pem().as_bytes(), 0o644)?;
+    write_file(&files.cert, server_cert.pem().as_bytes(), 0o644)?;
+    write_file(&files.key, server_key.serialize_pem().as_bytes(), 0o600)?;
+    write_file(&files.pwfile, format!("{password}\n").as_bytes(), 0o600)?;
+    write_file(
+        &files.hba,
+        b"# TLS only: every connection is TCP over TLS and gives a password.\n\
+          hostssl all all 127.0.0.1/32 scram-sha-256\n\
+          hostssl all all ::1/128 scram-sha-256\n",
+        0o644,
+    )?;
+    if as_postgres {
+        run(
+            Command::new("chown")
+                .arg("postgres")
+                .arg(&files.cert)
+                .arg(&files.key)
+                .arg(&files.pwfile)
+                .arg(&files.hba),
+            "chown tls files",
+            dir,
+        )?;
+    }
+    Ok(files)
+}
+
+fn ca_params(name: &str) -> Result<rcgen::CertificateParams, String> {
+    let mut params = rcgen::CertificateParams::new(Vec::<String>::new())
+        .map_err(|e| format!("making the test certificates: {e}"))?;
+    params.distinguished_name = rcgen::DistinguishedName::new();
+    params
+        .distinguished_name
+        .push(rcgen::DnType::CommonName, name);
+    params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+    params.key_usages = vec![
+        rcgen::KeyUsagePurpose::KeyCertSign,
+        rcgen::KeyUsagePurpose::CrlSign,
+        rcgen::KeyUsagePurpose::DigitalSignature,
+    ];
+    Ok(params)
+}
+
+/// Creates `path` (which must not exist) with `mode` and `contents`.
+fn write_file(path: &Path, contents: &[u8], mode: u32) -> Result<(), String> {
+    use std::io::Write as _;
+    use std::os::unix::fs::OpenOptionsExt as _;
+    std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(mode)
+        .open(path)
+        .and_then(|mut f| f.write_all(contents))
+        .map_err(|e| format!("{}: {e}", path.display()))
+}
+
+fn random_hex(bytes: usize) -> String {
+    let mut buf = vec![0u8; bytes];
+    aws_lc_rs::rand::fill(&mut buf).unwrap_or_else(|_| panic!("no randomness"));
+    buf.iter().map(|b| format!("{b:02x}")).collect()
 }
 
 #[cfg(test)]
