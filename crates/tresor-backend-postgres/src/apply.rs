@@ -16,7 +16,9 @@ use tresor_core::backend::{
 use tresor_core::model::{Millis, Ns, StoreKind};
 
 use crate::error::TxError;
-use crate::queries::{self, encode_scopes, store_code};
+use tresor_core::backend::columns::{decode_owner, encode_list};
+
+use crate::queries::{self, store_code};
 use crate::tx::{FLOOR_MARGIN_MICROS, Tx};
 
 type Result<T> = std::result::Result<T, TxError>;
@@ -212,7 +214,7 @@ pub(crate) async fn apply(t: &mut Tx<'_>, op: &Op) -> Result<Outcome> {
             Ok(Outcome::Purged(to_usize(n)))
         }
         Op::RegisterNode { node } => {
-            let versions = encode_scopes(&node.key_versions)?;
+            let versions = encode_list(&node.key_versions)?;
             t.tx.execute(
                 "INSERT INTO nodes (node_id, key_versions, started_at, last_seen) \
                  VALUES ($1, $2, $3, $3) ON CONFLICT (node_id) DO UPDATE \
@@ -492,7 +494,7 @@ async fn apply_mutation(t: &mut Tx<'_>, mutation: &Mutation) -> Result<Applied> 
             if let Some(other) = other_ns.filter(|other| other != ns)
                 && let Some(owner) = live_credential_owner(t, other, &credential.key).await?
             {
-                let owner = queries::decode_owner(&owner)?;
+                let owner = decode_owner(&owner)?;
                 return Err(CoreError::Conflict(format!(
                     "the key is held by the {}'s credentials",
                     owner.as_str()
@@ -509,7 +511,7 @@ async fn apply_mutation(t: &mut Tx<'_>, mutation: &Mutation) -> Result<Applied> 
                 None => (true, now),
             };
             let expires_at = expiry_at(*expiry, live.and_then(|c| c.expires_at), now);
-            let scopes = encode_scopes(&credential.scopes)?;
+            let scopes = encode_list(&credential.scopes)?;
             let stmt =
                 t.tx.prepare_cached(
                     "INSERT INTO credentials (ns, key, owner, app_id, provider, kind, version, \
@@ -660,7 +662,7 @@ async fn put_flow(t: &Tx<'_>, flow: &FlowRow) -> Result<()> {
     if taken {
         return Err(CoreError::Conflict("a flow with this id or state exists".into()).into());
     }
-    let scopes = encode_scopes(&flow.scopes)?;
+    let scopes = encode_list(&flow.scopes)?;
     t.tx.execute(
         "INSERT INTO oauth_flows (flow_id, ns, installation_id, provider, store_key, \
          store_owner, scopes, return_to, state_mac, verifier, status, error, access_token, \
@@ -772,7 +774,7 @@ async fn put_app(
     scopes: &[String],
     namespace: &NamespaceRow,
 ) -> Result<Outcome> {
-    let encoded = encode_scopes(scopes)?;
+    let encoded = encode_list(scopes)?;
     if let Some(mut row) = queries::get_app(&t.tx, app_id).await? {
         // An existing app keeps its shared namespace; the one passed in is not needed.
         t.tx.execute(
@@ -992,14 +994,14 @@ async fn create_token(t: &Tx<'_>, token: &TokenRow) -> Result<()> {
 }
 
 async fn insert_token(t: &Tx<'_>, token: &TokenRow) -> Result<()> {
-    let scopes = token.scopes.as_deref().map(encode_scopes).transpose()?;
+    let scopes = token.scopes.as_deref().map(encode_list).transpose()?;
     t.tx.execute(
         "INSERT INTO tokens (token_id, mac, kind, installation_id, ns, scopes, expires_at, \
          created_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
         &[
             &token.token_id,
             &token.mac,
-            &queries::token_kind_str(token.kind),
+            &token.kind.as_str(),
             &token.installation_id,
             &token.ns,
             &scopes,

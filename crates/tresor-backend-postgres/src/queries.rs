@@ -9,10 +9,12 @@ use deadpool_postgres::GenericClient;
 use tokio_postgres::Row;
 use tresor_core::CoreError;
 use tresor_core::audit::{AuditEvent, AuditQuery};
+use tresor_core::backend::columns::{
+    decode_flow_status, decode_list, decode_owner, decode_token_kind,
+};
 use tresor_core::backend::{
-    AccountRow, AppRow, AuthRecord, CredentialOwner, CredentialRow, CredentialWrite, FlowRow,
-    FlowStatus, InstallationRow, ListQuery, NodeRow, ProviderRow, StoredRecord, TokenKind,
-    TokenRow,
+    AccountRow, AppRow, AuthRecord, CredentialRow, CredentialWrite, FlowRow, InstallationRow,
+    ListQuery, NodeRow, ProviderRow, StoredRecord, TokenKind, TokenRow,
 };
 use tresor_core::model::{Ns, StoreKind};
 
@@ -236,7 +238,7 @@ fn credential_row(r: &Row, with_secret: bool) -> Result<CredentialRow> {
             provider: r.try_get(4)?,
             kind: r.try_get(5)?,
             token_expires_at: r.try_get(10)?,
-            scopes: decode_scopes(&scopes)?,
+            scopes: decode_list(&scopes)?,
             needs_reconsent: r.try_get(12)?,
             metadata: r.try_get(13)?,
             secret: if with_secret {
@@ -288,12 +290,11 @@ fn flow_row(r: &Row) -> Result<FlowRow> {
         provider: r.try_get(3)?,
         store_key: r.try_get(4)?,
         store_owner: decode_owner(&store_owner)?,
-        scopes: decode_scopes(&scopes)?,
+        scopes: decode_list(&scopes)?,
         return_to: r.try_get(7)?,
         state_mac: r.try_get(8)?,
         verifier: r.try_get(9)?,
-        status: FlowStatus::parse(&status)
-            .ok_or_else(|| CoreError::internal(format!("unknown stored flow status `{status}`")))?,
+        status: decode_flow_status(&status)?,
         error: r.try_get(11)?,
         access_token: r.try_get(12)?,
         taken: r.try_get(13)?,
@@ -399,7 +400,7 @@ pub(crate) async fn authenticate(
         return Ok(None);
     }
     let app_scopes = match app_scopes {
-        Some(s) => decode_scopes(&s)?,
+        Some(s) => decode_list(&s)?,
         None => Vec::new(),
     };
     Ok(Some(AuthRecord {
@@ -417,10 +418,10 @@ fn token_row(r: &Row) -> Result<TokenRow> {
     Ok(TokenRow {
         token_id: r.try_get(0)?,
         mac: r.try_get(1)?,
-        kind: parse_token_kind(&kind)?,
+        kind: decode_token_kind(&kind)?,
         installation_id: r.try_get(3)?,
         ns: r.try_get(4)?,
-        scopes: scopes.as_deref().map(decode_scopes).transpose()?,
+        scopes: scopes.as_deref().map(decode_list).transpose()?,
         expires_at: r.try_get(6)?,
         created_at: r.try_get(7)?,
     })
@@ -454,7 +455,7 @@ fn app_row(r: &Row) -> Result<AppRow> {
     let scopes: String = r.try_get(1)?;
     Ok(AppRow {
         app_id: r.try_get(0)?,
-        scopes: decode_scopes(&scopes)?,
+        scopes: decode_list(&scopes)?,
         ns: r.try_get(2)?,
         created_at: r.try_get(3)?,
         updated_at: r.try_get(4)?,
@@ -620,7 +621,7 @@ pub(crate) async fn list_nodes(c: &impl GenericClient) -> Result<Vec<NodeRow>> {
             let versions: String = r.try_get(1)?;
             Ok(NodeRow {
                 node_id: r.try_get(0)?,
-                key_versions: decode_scopes(&versions)?,
+                key_versions: decode_list(&versions)?,
                 started_at: r.try_get(2)?,
                 last_seen: r.try_get(3)?,
             })
@@ -632,39 +633,6 @@ pub(crate) async fn list_nodes(c: &impl GenericClient) -> Result<Vec<NodeRow>> {
 pub(crate) fn store_code(store: StoreKind) -> i16 {
     // Store codes are 1 to 4 (the credentials' version floors use 0).
     i16::try_from(store.code()).unwrap_or(i16::MAX)
-}
-
-/// The owner stored in a credential or flow row.
-pub(crate) fn decode_owner(text: &str) -> Result<CredentialOwner> {
-    CredentialOwner::parse(text).ok_or_else(|| {
-        CoreError::internal(format!("unknown stored credential owner `{text}`")).into()
-    })
-}
-
-/// Scopes (and key version ids) are stored as a JSON array of strings, exactly as given.
-pub(crate) fn encode_scopes(scopes: &[String]) -> Result<String> {
-    serde_json::to_string(scopes)
-        .map_err(|e| CoreError::internal(format!("encode scopes: {e}")).into())
-}
-
-pub(crate) fn decode_scopes(text: &str) -> Result<Vec<String>> {
-    serde_json::from_str(text)
-        .map_err(|e| CoreError::internal(format!("a stored list is not a JSON array: {e}")).into())
-}
-
-pub(crate) fn token_kind_str(kind: TokenKind) -> &'static str {
-    match kind {
-        TokenKind::Admin => "admin",
-        TokenKind::Installation => "installation",
-    }
-}
-
-fn parse_token_kind(kind: &str) -> Result<TokenKind> {
-    match kind {
-        "admin" => Ok(TokenKind::Admin),
-        "installation" => Ok(TokenKind::Installation),
-        other => Err(CoreError::internal(format!("unknown stored token kind `{other}`")).into()),
-    }
 }
 
 /// A stored version: a positive BIGINT.

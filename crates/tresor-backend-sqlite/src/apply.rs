@@ -5,6 +5,7 @@
 use rusqlite::{Connection, params};
 use tresor_core::CoreError;
 use tresor_core::audit::AuditEvent;
+use tresor_core::backend::columns::{decode_owner, encode_list};
 use tresor_core::backend::{
     AccountRow, AppRow, Applied, Commit, DescriptionChange, Expiry, FlowRow, FlowStatus,
     InstallOutcome, InstallationRow, Mutation, NamespaceRow, NewInstallation, Precondition,
@@ -395,7 +396,7 @@ fn register_node(
     key_versions: &[String],
     now: Millis,
 ) -> Result<()> {
-    let versions = queries::encode_strings(key_versions)?;
+    let versions = encode_list(key_versions)?;
     conn.prepare_cached(
         "INSERT INTO nodes (node_id, key_versions, started_at, last_seen) VALUES (?1, ?2, ?3, ?3) \
          ON CONFLICT (node_id) DO UPDATE SET key_versions = excluded.key_versions, \
@@ -610,7 +611,7 @@ fn apply_mutation(
             if let Some(other) = other_ns.filter(|other| *other != ns)
                 && let Some(owner) = live_credential_owner(conn, other, &credential.key, now)?
             {
-                let owner = queries::decode_owner(&owner)?;
+                let owner = decode_owner(&owner)?;
                 return Err(CoreError::Conflict(format!(
                     "the key is held by the {}'s credentials",
                     owner.as_str()
@@ -626,7 +627,7 @@ fn apply_mutation(
                 Expiry::Clear => None,
                 Expiry::In(secs) => Some(now.saturating_add(secs.saturating_mul(1000))),
             };
-            let scopes = queries::encode_scopes(&credential.scopes)?;
+            let scopes = encode_list(&credential.scopes)?;
             conn.prepare_cached(
                 "INSERT INTO credentials (ns, key, owner, app_id, provider, kind, version, \
                  created_at, updated_at, expires_at, token_expires_at, scopes, needs_reconsent, \
@@ -766,7 +767,7 @@ fn put_flow(conn: &Connection, flow: &FlowRow) -> Result<()> {
     if queries::flow_state_exists(conn, &flow.state_mac)? {
         return Err(CoreError::Conflict("a flow with this state exists".into()));
     }
-    let scopes = queries::encode_scopes(&flow.scopes)?;
+    let scopes = encode_list(&flow.scopes)?;
     conn.prepare_cached(
         "INSERT INTO oauth_flows (flow_id, ns, installation_id, provider, store_key, \
          store_owner, scopes, return_to, state_mac, verifier, status, error, access_token, \
@@ -916,7 +917,7 @@ fn put_app(
     namespace: &NamespaceRow,
     now: Millis,
 ) -> Result<Outcome> {
-    let encoded = queries::encode_scopes(scopes)?;
+    let encoded = encode_list(scopes)?;
     if let Some(mut row) = queries::get_app(conn, app_id)? {
         // An existing app keeps its shared namespace; the one passed in is not needed.
         conn.prepare_cached("UPDATE apps SET scopes = ?1, updated_at = ?2 WHERE app_id = ?3")
@@ -1139,11 +1140,7 @@ fn create_token(conn: &Connection, token: &TokenRow) -> Result<()> {
 }
 
 fn insert_token(conn: &Connection, token: &TokenRow) -> Result<()> {
-    let scopes = token
-        .scopes
-        .as_deref()
-        .map(queries::encode_scopes)
-        .transpose()?;
+    let scopes = token.scopes.as_deref().map(encode_list).transpose()?;
     conn.prepare_cached(
         "INSERT INTO tokens (token_id, mac, kind, installation_id, ns, scopes, expires_at, \
          created_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
@@ -1152,7 +1149,7 @@ fn insert_token(conn: &Connection, token: &TokenRow) -> Result<()> {
     .execute(params![
         token.token_id,
         token.mac,
-        queries::token_kind_str(token.kind),
+        token.kind.as_str(),
         token.installation_id,
         token.ns,
         scopes,

@@ -5,10 +5,12 @@ use rusqlite::types::Value;
 use rusqlite::{Connection, OptionalExtension, Row, params, params_from_iter};
 use tresor_core::CoreError;
 use tresor_core::audit::{AuditEvent, AuditQuery};
+use tresor_core::backend::columns::{
+    decode_flow_status, decode_list, decode_owner, decode_token_kind,
+};
 use tresor_core::backend::{
-    AccountRow, AppRow, AuthRecord, CredentialOwner, CredentialRow, CredentialWrite, FlowRow,
-    FlowStatus, InstallationRow, ListQuery, NodeRow, ProviderRow, StoredRecord, TokenKind,
-    TokenRow,
+    AccountRow, AppRow, AuthRecord, CredentialRow, CredentialWrite, FlowRow, InstallationRow,
+    ListQuery, NodeRow, ProviderRow, StoredRecord, TokenKind, TokenRow,
 };
 use tresor_core::model::{Millis, Ns, StoreKind};
 
@@ -280,12 +282,6 @@ fn list_credential_row(r: &Row<'_>) -> rusqlite::Result<Result<CredentialRow>> {
     credential_row(r, false)
 }
 
-/// The owner stored in a credential row.
-pub(crate) fn decode_owner(text: &str) -> Result<CredentialOwner> {
-    CredentialOwner::parse(text)
-        .ok_or_else(|| CoreError::internal(format!("unknown stored credential owner `{text}`")))
-}
-
 /// A credential row in the column order of `credential_meta_columns!`, followed by `secret`
 /// when `with_secret`; without it the secret is left empty. The inner `Result` carries a
 /// decoding failure of the stored owner or scopes.
@@ -317,7 +313,7 @@ fn credential_row(r: &Row<'_>, with_secret: bool) -> rusqlite::Result<Result<Cre
                 provider,
                 kind,
                 token_expires_at,
-                scopes: decode_scopes(&scopes)?,
+                scopes: decode_list(&scopes)?,
                 needs_reconsent,
                 metadata,
                 secret,
@@ -400,13 +396,11 @@ fn flow_row(r: &Row<'_>) -> rusqlite::Result<Result<FlowRow>> {
             provider,
             store_key,
             store_owner: decode_owner(&store_owner)?,
-            scopes: decode_scopes(&scopes)?,
+            scopes: decode_list(&scopes)?,
             return_to,
             state_mac,
             verifier,
-            status: FlowStatus::parse(&status).ok_or_else(|| {
-                CoreError::internal(format!("unknown stored flow status `{status}`"))
-            })?,
+            status: decode_flow_status(&status)?,
             error,
             access_token,
             taken,
@@ -513,7 +507,7 @@ pub(crate) fn authenticate(conn: &Connection, token_id: &str) -> Result<Option<A
         return Ok(None);
     }
     let app_scopes = match app_scopes {
-        Some(s) => decode_scopes(&s)?,
+        Some(s) => decode_list(&s)?,
         None => Vec::new(),
     };
     Ok(Some(AuthRecord {
@@ -701,21 +695,6 @@ pub(crate) fn audit_query(conn: &Connection, query: &AuditQuery) -> Result<Vec<A
     rows.collect::<rusqlite::Result<Vec<_>>>().db()
 }
 
-/// Scopes are stored as a JSON array of strings, exactly as registered.
-pub(crate) fn encode_scopes(scopes: &[String]) -> Result<String> {
-    serde_json::to_string(scopes).map_err(|e| CoreError::internal(format!("encode scopes: {e}")))
-}
-
-pub(crate) fn decode_scopes(text: &str) -> Result<Vec<String>> {
-    serde_json::from_str(text)
-        .map_err(|e| CoreError::internal(format!("stored scopes are not a JSON array: {e}")))
-}
-
-/// A list of strings (a node's key version ids) as a JSON array.
-pub(crate) fn encode_strings(items: &[String]) -> Result<String> {
-    serde_json::to_string(items).map_err(|e| CoreError::internal(format!("encode a list: {e}")))
-}
-
 /// Every registered server process, in `node_id` order.
 pub(crate) fn list_nodes(conn: &Connection) -> Result<Vec<NodeRow>> {
     let mut stmt = conn
@@ -750,13 +729,6 @@ pub(crate) fn list_nodes(conn: &Connection) -> Result<Vec<NodeRow>> {
         .collect()
 }
 
-pub(crate) fn token_kind_str(kind: TokenKind) -> &'static str {
-    match kind {
-        TokenKind::Admin => "admin",
-        TokenKind::Installation => "installation",
-    }
-}
-
 /// Versions are stored as SQLite integers (i64) and are always positive.
 fn get_version(r: &Row<'_>, idx: usize) -> rusqlite::Result<u64> {
     let v: i64 = r.get(idx)?;
@@ -774,16 +746,8 @@ fn token_row(r: &Row<'_>) -> rusqlite::Result<Result<TokenRow>> {
     let expires_at: Option<Millis> = r.get(6)?;
     let created_at: Millis = r.get(7)?;
     Ok((|| {
-        let kind = match kind.as_str() {
-            "admin" => TokenKind::Admin,
-            "installation" => TokenKind::Installation,
-            other => {
-                return Err(CoreError::internal(format!(
-                    "unknown stored token kind `{other}`"
-                )));
-            }
-        };
-        let scopes = scopes.as_deref().map(decode_scopes).transpose()?;
+        let kind = decode_token_kind(&kind)?;
+        let scopes = scopes.as_deref().map(decode_list).transpose()?;
         Ok(TokenRow {
             token_id,
             mac,
@@ -803,7 +767,7 @@ fn app_row(r: &Row<'_>) -> rusqlite::Result<Result<AppRow>> {
     let ns: Ns = r.get(2)?;
     let created_at: Millis = r.get(3)?;
     let updated_at: Millis = r.get(4)?;
-    Ok(decode_scopes(&scopes).map(|scopes| AppRow {
+    Ok(decode_list(&scopes).map(|scopes| AppRow {
         app_id,
         scopes,
         ns,

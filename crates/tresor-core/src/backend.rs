@@ -363,6 +363,57 @@ pub enum TokenKind {
     Installation,
 }
 
+impl TokenKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            TokenKind::Admin => "admin",
+            TokenKind::Installation => "installation",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<TokenKind> {
+        match s {
+            "admin" => Some(TokenKind::Admin),
+            "installation" => Some(TokenKind::Installation),
+            _ => None,
+        }
+    }
+}
+
+/// How every backend stores the columns that are not plain numbers, bytes or text, so that the
+/// stores (and export files) agree: lists of strings (scopes, root key version ids) as a JSON
+/// array, and the enumerations by their `as_str` names. A stored value that does not decode is
+/// an internal error: the backend wrote it.
+pub mod columns {
+    use super::{CredentialOwner, FlowStatus, TokenKind};
+    use crate::error::{CoreError, Result};
+
+    pub fn encode_list(items: &[String]) -> Result<String> {
+        serde_json::to_string(items)
+            .map_err(|e| CoreError::internal(format!("encode a stored list: {e}")))
+    }
+
+    pub fn decode_list(text: &str) -> Result<Vec<String>> {
+        serde_json::from_str(text)
+            .map_err(|e| CoreError::internal(format!("a stored list is not a JSON array: {e}")))
+    }
+
+    pub fn decode_owner(text: &str) -> Result<CredentialOwner> {
+        CredentialOwner::parse(text)
+            .ok_or_else(|| CoreError::internal(format!("unknown stored credential owner `{text}`")))
+    }
+
+    pub fn decode_token_kind(text: &str) -> Result<TokenKind> {
+        TokenKind::parse(text)
+            .ok_or_else(|| CoreError::internal(format!("unknown stored token kind `{text}`")))
+    }
+
+    pub fn decode_flow_status(text: &str) -> Result<FlowStatus> {
+        FlowStatus::parse(text)
+            .ok_or_else(|| CoreError::internal(format!("unknown stored flow status `{text}`")))
+    }
+}
+
 /// A token as stored: its MAC, never the token.
 #[derive(Clone)]
 pub struct TokenRow {
