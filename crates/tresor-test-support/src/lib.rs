@@ -3,9 +3,11 @@
 //! black-box tests, and [`provider`], a fake OAuth 2.0 provider and upstream API on loopback that
 //! plays the other side of tresor's credential proxy and OAuth flows. [`postgres`] starts a
 //! throwaway PostgreSQL once per test process and hands out fresh databases on it, for the
-//! PostgreSQL backend's tests and for servers started on PostgreSQL.
+//! PostgreSQL backend's tests and for servers started on PostgreSQL. [`process`] runs the binary
+//! with exactly the command line a test gives (what [`server`] is built on).
 
 pub mod conformance;
 pub mod postgres;
+pub mod process;
 pub mod provider;
 pub mod server;

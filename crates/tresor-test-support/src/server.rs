@@ -13,13 +13,23 @@
 //! (`TRESOR_ADMIN_TOKEN`, unless the test gives its own). The data directory is still created
 //! and holds `server.log`, but the store is not in it. [`TestServer::start_cluster`] always
 //! uses PostgreSQL: several servers on one database.
+//!
+//! # Exact command lines
+//!
+//! [`TestServer::start_exact`] (and [`TestServer::spawn_exact`], which does not wait) run the
+//! binary with exactly the arguments and environment the test gives, for tests about the start
+//! itself (its flags, its refusals, its messages): nothing is added, neither `--data-dir` nor
+//! `--database-url` nor a root key nor an admin token, whatever [`on_postgres`] says.
+//! [`crate::process::run`] runs such a command line to its end instead.
 
+use std::ffi::{OsStr, OsString};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
+
+use crate::process::{Process, flag_value};
 
 /// Set to `postgres` to run every [`TestServer`] on PostgreSQL (or `sqlite`, the default).
 pub const BACKEND_ENV: &str = "TRESOR_TEST_BACKEND";
@@ -95,15 +105,18 @@ pub struct TestServer {
     bin: PathBuf,
     /// Keeps the data directory alive as long as the server (and its restarts).
     data: tempfile::TempDir,
-    child: Option<Child>,
+    process: Option<Process>,
     pub addr: String,
     pub admin_token: String,
     pub http: reqwest::Client,
-    extra_args: Vec<String>,
+    /// What follows the automatic flags; for an exact server, the whole argument list.
+    args: Vec<OsString>,
     envs: Vec<(String, String)>,
     scheme: &'static str,
-    /// Set when the server runs on PostgreSQL.
+    /// Set when the server runs on PostgreSQL (set up here; not for an exact server).
     pg: Option<PgSetup>,
+    /// Whether `args` is the whole command line ([`TestServer::start_exact`]).
+    exact: bool,
 }
 
 /// An answer: status, headers and the body parsed as JSON when it is JSON.
@@ -168,6 +181,46 @@ impl TestServer {
         s
     }
 
+    /// Starts `bin` with exactly `args` and `envs` (see the module documentation) and waits until
+    /// it is ready (`/readyz`). `args` must hold `--listen ADDR`: where the server is reached.
+    /// `admin_token` is the token [`TestServer::admin`] uses; by default `TRESOR_ADMIN_TOKEN`
+    /// of `envs`, else none. [`TestServer::data_dir`] holds only the log: the store is wherever
+    /// `args` say. [`TestServer::launch`] starts the same command line again.
+    pub async fn start_exact(
+        bin: &Path,
+        args: &[impl AsRef<OsStr>],
+        envs: &[(&str, &str)],
+        admin_token: Option<&str>,
+    ) -> TestServer {
+        let mut s = TestServer::spawn_exact(bin, args, envs, admin_token);
+        s.wait_ready().await;
+        s
+    }
+
+    /// [`TestServer::start_exact`] without waiting: call [`TestServer::wait_ready`] before
+    /// talking to it (several servers can so start at the same moment).
+    pub fn spawn_exact(
+        bin: &Path,
+        args: &[impl AsRef<OsStr>],
+        envs: &[(&str, &str)],
+        admin_token: Option<&str>,
+    ) -> TestServer {
+        let args: Vec<OsString> = args.iter().map(|a| a.as_ref().to_os_string()).collect();
+        let addr = flag_value(&args, "--listen")
+            .unwrap_or_else(|| panic!("an exact command line needs --listen: {args:?}"));
+        let admin_token = admin_token
+            .map(str::to_owned)
+            .or_else(|| env_admin_token(envs))
+            .unwrap_or_default();
+        let mut s = TestServer::new(bin, &[], envs, None, None);
+        s.args = args;
+        s.exact = true;
+        s.addr = addr;
+        s.admin_token = admin_token;
+        s.spawn();
+        s
+    }
+
     /// Starts `n` servers on one fresh PostgreSQL database (always PostgreSQL, whatever
     /// [`on_postgres`] says), one after the other so that the first one creates the schema.
     /// They share the root key file and the admin token (`TRESOR_ADMIN_TOKEN` from `envs`, or a
@@ -214,27 +267,33 @@ impl TestServer {
         TestServer {
             bin: bin.to_path_buf(),
             data,
-            child: None,
+            process: None,
             addr: String::new(),
             admin_token,
             http: http_client(ca_pem),
-            extra_args: extra_args.iter().map(|s| s.to_string()).collect(),
+            args: extra_args.iter().map(OsString::from).collect(),
             envs,
             scheme: if ca_pem.is_some() { "https" } else { "http" },
             pg,
+            exact: false,
         }
     }
 
-    /// Which store this server runs on.
+    /// Which store this server runs on (for an exact server: what its `--database-url` says).
     pub fn backend(&self) -> StorageBackend {
-        match &self.pg {
-            Some(pg) => StorageBackend::Postgres {
-                database_url: pg.database_url.clone(),
-            },
+        let url = match &self.pg {
+            Some(pg) => Some(pg.database_url.clone()),
+            None if self.exact => flag_value(&self.args, "--database-url"),
+            None => None,
+        };
+        match url {
+            Some(database_url) => StorageBackend::Postgres { database_url },
             None => StorageBackend::Sqlite,
         }
     }
 
+    /// The server's data directory, which holds its log (`server.log`); for an exact server,
+    /// only the log.
     pub fn data_dir(&self) -> &Path {
         self.data.path()
     }
@@ -243,55 +302,52 @@ impl TestServer {
         format!("{}://{}{}", self.scheme, self.addr, path)
     }
 
-    /// Starts (or restarts) the process on a new free port and waits until it answers.
+    /// Starts (or restarts) the process and waits until it answers: on a new free port, or for
+    /// an exact server, with its command line as it was given.
     pub async fn launch(&mut self) {
-        let port = free_port();
-        self.addr = format!("127.0.0.1:{port}");
-        let log = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(self.data_dir().join("server.log"))
-            .unwrap_or_else(|e| panic!("server.log: {e}"));
-        let log2 = log.try_clone().unwrap_or_else(|e| panic!("log: {e}"));
-        let mut cmd = Command::new(&self.bin);
-        cmd.arg("serve")
-            .arg("--listen")
-            .arg(&self.addr)
-            .arg("--data-dir")
-            .arg(self.data.path());
-        if let Some(pg) = &self.pg {
-            cmd.arg("--database-url")
-                .arg(&pg.database_url)
-                .arg("--master-key-file")
-                .arg(&pg.key_file);
-        }
-        cmd.args(&self.extra_args)
-            .env_remove("TRESOR_ADMIN_TOKEN")
-            .env_remove("TRESOR_MASTER_KEY")
-            .env_remove("TRESOR_MASTER_KEY_FILE")
-            .env_remove("TRESOR_DATABASE_URL")
-            .stdin(Stdio::null())
-            .stdout(Stdio::from(log))
-            .stderr(Stdio::from(log2));
-        for (k, v) in &self.envs {
-            cmd.env(k, v);
-        }
-        let child = cmd.spawn().unwrap_or_else(|e| panic!("spawn tresor: {e}"));
-        self.child = Some(child);
+        self.spawn();
         self.wait_ready().await;
     }
 
-    async fn wait_ready(&mut self) {
-        let deadline = Instant::now() + Duration::from_secs(30);
+    fn spawn(&mut self) {
+        let args = if self.exact {
+            self.args.clone()
+        } else {
+            self.addr = format!("127.0.0.1:{}", free_port());
+            let mut args: Vec<OsString> = vec!["serve".into(), "--listen".into()];
+            args.push(self.addr.clone().into());
+            args.push("--data-dir".into());
+            args.push(self.data.path().into());
+            if let Some(pg) = &self.pg {
+                args.push("--database-url".into());
+                args.push(pg.database_url.clone().into());
+                args.push("--master-key-file".into());
+                args.push(pg.key_file.clone().into());
+            }
+            args.extend(self.args.iter().cloned());
+            args
+        };
+        let envs: Vec<(&str, &str)> = self
+            .envs
+            .iter()
+            .map(|(k, v)| (k.as_str(), v.as_str()))
+            .collect();
+        let log = self.data_dir().join("server.log");
+        self.process = Some(Process::spawn(&self.bin, &args, &envs, &log));
+    }
+
+    /// Waits (a minute at the most) until the server answers `/healthz`, or for an exact
+    /// server `/readyz`; panics with its log if it exits before.
+    pub async fn wait_ready(&mut self) {
+        let path = if self.exact { "/readyz" } else { "/healthz" };
+        let deadline = Instant::now() + Duration::from_secs(60);
         loop {
-            if let Ok(r) = self.http.get(self.url("/healthz")).send().await
+            if let Ok(r) = self.http.get(self.url(path)).send().await
                 && r.status().is_success()
             {
                 return;
             }
-            if let Some(child) = self.child.as_mut()
-                && let Ok(Some(status)) = child.try_wait()
-            {
+            if let Some(status) = self.process.as_mut().and_then(Process::exited) {
                 panic!("tresor exited early ({status}); log:\n{}", self.log());
             }
             assert!(
@@ -303,37 +359,21 @@ impl TestServer {
         }
     }
 
-    /// The server's stdout and stderr so far.
+    /// The server's stdout and stderr so far (of all its launches).
     pub fn log(&self) -> String {
         std::fs::read_to_string(self.data_dir().join("server.log")).unwrap_or_default()
     }
 
     /// SIGKILL: no chance to flush anything.
     pub fn kill9(&mut self) {
-        if let Some(mut c) = self.child.take() {
-            let _ = c.kill();
-            let _ = c.wait();
+        if let Some(p) = self.process.as_mut() {
+            p.kill9();
         }
     }
 
     /// SIGTERM and wait; returns the exit code.
     pub fn terminate(&mut self) -> Option<i32> {
-        let mut c = self.child.take()?;
-        let _ = Command::new("kill")
-            .arg("-TERM")
-            .arg(c.id().to_string())
-            .status();
-        let deadline = Instant::now() + Duration::from_secs(60);
-        loop {
-            if let Ok(Some(s)) = c.try_wait() {
-                return s.code();
-            }
-            if Instant::now() > deadline {
-                let _ = c.kill();
-                return None;
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
+        self.process.as_mut()?.terminate()
     }
 
     /// Any request; `body` is sent as JSON when given.
@@ -446,12 +486,6 @@ fn env_admin_token_of(envs: &[(String, String)]) -> Option<&str> {
         .rev()
         .find(|(k, _)| k == "TRESOR_ADMIN_TOKEN")
         .map(|(_, v)| v.as_str())
-}
-
-impl Drop for TestServer {
-    fn drop(&mut self) {
-        self.kill9();
-    }
 }
 
 fn http_client(ca_pem: Option<&[u8]>) -> reqwest::Client {

@@ -8,18 +8,17 @@
 //! holds, a target that is not empty, a truncated or altered file).
 //!
 //! The source server is a [`TestServer`] on the embedded store with a root key file of the
-//! test's own; servers on imported stores are started here ([`Served`]), since they need that
-//! same key and a store that exists before they start.
+//! test's own; servers on imported stores are started with exact command lines ([`serve`]),
+//! since they need that same key and a store that exists before they start.
 
 use std::ffi::OsString;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
-use std::time::{Duration, Instant};
 
 use base64::Engine as _;
 use serde_json::{Value, json};
+use tresor_test_support::process::{Output, run};
 use tresor_test_support::provider::{ProviderConfig, TestProvider};
-use tresor_test_support::server::{Answer, TestServer, free_port, on_postgres};
+use tresor_test_support::server::{TestServer, free_port, on_postgres};
 
 fn bin() -> &'static Path {
     env!("CARGO_BIN_EXE_tresor").as_ref()
@@ -47,43 +46,37 @@ const SHOP_SCOPES: &[&str] = &[
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn embedded_store_round_trip() {
     let work = tempdir();
-    let key = root_key(work.path());
+    let key = root_key(work.path()).await;
     let up = TestProvider::start(ProviderConfig::default()).await;
     let (mut source, mut planted) = filled_source(&key, &up).await;
     let source_dir = source.data_dir().to_owned();
 
     // A store a server holds is refused, and no file is left behind.
     let held = work.path().join("held.jsonl");
-    let out = tresor(&["export", "--data-dir", s(&source_dir), "--out", s(&held)]);
+    let out = tresor(&["export", "--data-dir", s(&source_dir), "--out", s(&held)]).await;
     assert_failed(&out, "lock");
     assert!(!held.exists());
 
-    planted.audit_ids = audit_ids(&api_of(&source)).await;
+    planted.audit_ids = audit_ids(&source).await;
     assert_eq!(source.terminate(), Some(0), "{}", source.log());
     let file = work.path().join("export.jsonl");
-    let out = tresor(&["export", "--data-dir", s(&source_dir), "--out", s(&file)]);
+    let out = tresor(&["export", "--data-dir", s(&source_dir), "--out", s(&file)]).await;
     assert_succeeded(&out);
     assert_no_plaintext(&file, &planted);
     // The file is as sensitive as the store: private to its owner.
     assert_private(&file);
-    let out = tresor(&["export", "--data-dir", s(&source_dir), "--out", s(&file)]);
+    let out = tresor(&["export", "--data-dir", s(&source_dir), "--out", s(&file)]).await;
     assert_failed(&out, "must not exist");
 
     let target = work.path().join("target");
-    assert_succeeded(&tresor(&[
-        "import",
-        "--in",
-        s(&file),
-        "--data-dir",
-        s(&target),
-    ]));
+    assert_succeeded(&tresor(&["import", "--in", s(&file), "--data-dir", s(&target)]).await);
     // A second import into the now filled store is refused.
     assert_failed(
-        &tresor(&["import", "--in", s(&file), "--data-dir", s(&target)]),
+        &tresor(&["import", "--in", s(&file), "--data-dir", s(&target)]).await,
         "not empty",
     );
 
-    let mut served = Served::start(
+    let mut served = serve(
         &[
             "--data-dir".into(),
             target.clone().into(),
@@ -91,28 +84,30 @@ async fn embedded_store_round_trip() {
             key.clone().into(),
         ],
         &planted.admin,
-        work.path(),
     )
     .await;
-    check(&served.api, &mut planted, &up, "first").await;
-    assert_eq!(served.stop(), Some(0), "{}", served.log());
+    check(&served, &mut planted, &up, "first").await;
+    assert_eq!(served.terminate(), Some(0), "{}", served.log());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn truncated_or_altered_files_are_refused_before_anything_is_written() {
     let work = tempdir();
-    let key = root_key(work.path());
+    let key = root_key(work.path()).await;
     let up = TestProvider::start(ProviderConfig::default()).await;
     let (mut source, _) = filled_source(&key, &up).await;
     assert_eq!(source.terminate(), Some(0), "{}", source.log());
     let file = work.path().join("export.jsonl");
-    assert_succeeded(&tresor(&[
-        "export",
-        "--data-dir",
-        s(source.data_dir()),
-        "--out",
-        s(&file),
-    ]));
+    assert_succeeded(
+        &tresor(&[
+            "export",
+            "--data-dir",
+            s(source.data_dir()),
+            "--out",
+            s(&file),
+        ])
+        .await,
+    );
     let bytes = std::fs::read(&file).unwrap_or_else(|e| panic!("{e}"));
     let text = String::from_utf8(bytes.clone()).unwrap_or_else(|e| panic!("{e}"));
     let lines: Vec<&str> = text.lines().collect();
@@ -149,7 +144,7 @@ async fn truncated_or_altered_files_are_refused_before_anything_is_written() {
         let broken = work.path().join("broken.jsonl");
         std::fs::write(&broken, content).unwrap_or_else(|e| panic!("{e}"));
         let target = work.path().join("never");
-        let out = tresor(&["import", "--in", s(&broken), "--data-dir", s(&target)]);
+        let out = tresor(&["import", "--in", s(&broken), "--data-dir", s(&target)]).await;
         assert_failed(&out, says);
         assert!(
             !target.exists(),
@@ -162,29 +157,26 @@ async fn truncated_or_altered_files_are_refused_before_anything_is_written() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn embedded_to_postgres_and_back() {
     let work = tempdir();
-    let key = root_key(work.path());
+    let key = root_key(work.path()).await;
     let up = TestProvider::start(ProviderConfig::default()).await;
     let (mut source, mut planted) = filled_source(&key, &up).await;
-    planted.audit_ids = audit_ids(&api_of(&source)).await;
+    planted.audit_ids = audit_ids(&source).await;
     assert_eq!(source.terminate(), Some(0), "{}", source.log());
     let first = work.path().join("from-sqlite.jsonl");
-    assert_succeeded(&tresor(&[
-        "export",
-        "--data-dir",
-        s(source.data_dir()),
-        "--out",
-        s(&first),
-    ]));
+    assert_succeeded(
+        &tresor(&[
+            "export",
+            "--data-dir",
+            s(source.data_dir()),
+            "--out",
+            s(&first),
+        ])
+        .await,
+    );
 
     let url = tresor_test_support::postgres::fresh_database().await;
-    assert_succeeded(&tresor(&[
-        "import",
-        "--in",
-        s(&first),
-        "--database-url",
-        &url,
-    ]));
-    let mut on_pg = Served::start(
+    assert_succeeded(&tresor(&["import", "--in", s(&first), "--database-url", &url]).await);
+    let mut on_pg = serve(
         &[
             "--database-url".into(),
             url.clone().into(),
@@ -194,39 +186,26 @@ async fn embedded_to_postgres_and_back() {
             work.path().join("pg-server").into(),
         ],
         &planted.admin,
-        work.path(),
     )
     .await;
-    check(&on_pg.api, &mut planted, &up, "on-postgres").await;
-    planted.audit_ids = audit_ids(&on_pg.api).await;
+    check(&on_pg, &mut planted, &up, "on-postgres").await;
+    planted.audit_ids = audit_ids(&on_pg).await;
 
     // A database a server uses is refused.
     let busy = work.path().join("busy.jsonl");
     assert_failed(
-        &tresor(&["export", "--database-url", &url, "--out", s(&busy)]),
+        &tresor(&["export", "--database-url", &url, "--out", s(&busy)]).await,
         "stop them first",
     );
     assert!(!busy.exists());
-    assert_eq!(on_pg.stop(), Some(0), "{}", on_pg.log());
+    assert_eq!(on_pg.terminate(), Some(0), "{}", on_pg.log());
 
     let second = work.path().join("from-postgres.jsonl");
-    assert_succeeded(&tresor(&[
-        "export",
-        "--database-url",
-        &url,
-        "--out",
-        s(&second),
-    ]));
+    assert_succeeded(&tresor(&["export", "--database-url", &url, "--out", s(&second)]).await);
     assert_no_plaintext(&second, &planted);
     let back = work.path().join("back");
-    assert_succeeded(&tresor(&[
-        "import",
-        "--in",
-        s(&second),
-        "--data-dir",
-        s(&back),
-    ]));
-    let mut served = Served::start(
+    assert_succeeded(&tresor(&["import", "--in", s(&second), "--data-dir", s(&back)]).await);
+    let mut served = serve(
         &[
             "--data-dir".into(),
             back.into(),
@@ -234,11 +213,10 @@ async fn embedded_to_postgres_and_back() {
             key.clone().into(),
         ],
         &planted.admin,
-        work.path(),
     )
     .await;
-    check(&served.api, &mut planted, &up, "back").await;
-    assert_eq!(served.stop(), Some(0), "{}", served.log());
+    check(&served, &mut planted, &up, "back").await;
+    assert_eq!(served.terminate(), Some(0), "{}", served.log());
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -468,9 +446,9 @@ async fn fill(s: &TestServer, up: &TestProvider) -> Planted {
     }
 }
 
-/// Everything planted is there on the server behind `api`; a write then gets a version above
-/// every version that was imported. `round` names this check's own writes.
-async fn check(api: &Api, planted: &mut Planted, up: &TestProvider, round: &str) {
+/// Everything planted is there on the server `api`; a write then gets a version above every
+/// version that was imported. `round` names this check's own writes.
+async fn check(api: &TestServer, planted: &mut Planted, up: &TestProvider, round: &str) {
     for (token, path, want) in &planted.reads {
         let r = api.call("GET", path, Some(token), None).await;
         assert_eq!(r.status, 200, "GET {path}: {r:?}");
@@ -557,7 +535,7 @@ async fn check(api: &Api, planted: &mut Planted, up: &TestProvider, round: &str)
 
 /// Every audit event as (id, request id): ids alone could be handed out again by a target that
 /// did not get the events.
-async fn audit_ids(api: &Api) -> Vec<(i64, String)> {
+async fn audit_ids(api: &TestServer) -> Vec<(i64, String)> {
     let mut ids = Vec::new();
     let mut after: Option<String> = None;
     loop {
@@ -565,7 +543,7 @@ async fn audit_ids(api: &Api) -> Vec<(i64, String)> {
             Some(cursor) => format!("/v1/admin/audit?limit=1000&after={cursor}"),
             None => "/v1/admin/audit?limit=1000".to_owned(),
         };
-        let r = api.call("GET", &path, Some(&api.admin), None).await;
+        let r = api.admin("GET", &path, None).await;
         assert_eq!(r.status, 200, "{r:?}");
         let items = r.body["items"].as_array().cloned().unwrap_or_default();
         ids.extend(
@@ -655,191 +633,38 @@ fn text(v: &Value) -> String {
 }
 
 /// A root key file made by `tresor keygen`, shared by the source and every imported store.
-fn root_key(dir: &Path) -> PathBuf {
+async fn root_key(dir: &Path) -> PathBuf {
     let path = dir.join("root.key");
-    assert_succeeded(&tresor(&["keygen", s(&path)]));
+    assert_succeeded(&tresor(&["keygen", s(&path)]).await);
     path
 }
 
-/// Runs `tresor ARGS` with none of the environment that would pick a store.
-fn tresor(args: &[&str]) -> Output {
-    Command::new(bin())
-        .args(args)
-        .env_remove("TRESOR_DATA_DIR")
-        .env_remove("TRESOR_DATABASE_URL")
-        .env_remove("TRESOR_MASTER_KEY")
-        .env_remove("TRESOR_MASTER_KEY_FILE")
-        .env_remove("TRESOR_ADMIN_TOKEN")
-        .stdin(Stdio::null())
-        .output()
-        .unwrap_or_else(|e| panic!("tresor {args:?}: {e}"))
+/// Runs `tresor ARGS` to its end, with none of the environment that would pick a store.
+async fn tresor(args: &[&str]) -> Output {
+    run(bin(), args, &[]).await
 }
 
 fn assert_succeeded(out: &Output) {
     assert_eq!(
-        out.status.code(),
+        out.code,
         Some(0),
         "stdout: {}\nstderr: {}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
+        out.stdout,
+        out.stderr
     );
 }
 
 fn assert_failed(out: &Output, says: &str) {
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(1), "stderr: {stderr}");
+    let stderr = &out.stderr;
+    assert_eq!(out.code, Some(1), "stderr: {stderr}");
     assert!(stderr.contains(says), "expected `{says}` in: {stderr}");
 }
 
-/// An HTTP client of one server.
-struct Api {
-    http: reqwest::Client,
-    base: String,
-    admin: String,
-}
-
-fn api_of(s: &TestServer) -> Api {
-    Api {
-        http: s.http.clone(),
-        base: s.url(""),
-        admin: s.admin_token.clone(),
-    }
-}
-
-impl Api {
-    async fn call(
-        &self,
-        method: &str,
-        path: &str,
-        token: Option<&str>,
-        body: Option<&Value>,
-    ) -> Answer {
-        let m = reqwest::Method::from_bytes(method.as_bytes())
-            .unwrap_or_else(|e| panic!("method: {e}"));
-        let mut rb = self.http.request(m, format!("{}{path}", self.base));
-        if let Some(t) = token {
-            rb = rb.bearer_auth(t);
-        }
-        if let Some(b) = body {
-            rb = rb
-                .header("content-type", "application/json")
-                .body(b.to_string());
-        }
-        let resp = rb
-            .send()
-            .await
-            .unwrap_or_else(|e| panic!("{method} {path}: {e}"));
-        let status = resp.status().as_u16();
-        let headers = resp.headers().clone();
-        let text = resp.text().await.unwrap_or_default();
-        let body = serde_json::from_str(&text).unwrap_or(Value::Null);
-        Answer {
-            status,
-            headers,
-            body,
-            text,
-        }
-    }
-}
-
-/// `tresor serve` on a store that exists already (an imported one), with its log in a file.
-struct Served {
-    child: Option<Child>,
-    api: Api,
-    log: PathBuf,
-}
-
-impl Served {
-    async fn start(args: &[OsString], admin: &str, log_dir: &Path) -> Served {
-        let port = free_port();
-        let log = log_dir.join(format!("served-{port}.log"));
-        let out = std::fs::File::create(&log).unwrap_or_else(|e| panic!("{e}"));
-        let err = out.try_clone().unwrap_or_else(|e| panic!("{e}"));
-        let child = Command::new(bin())
-            .arg("serve")
-            .arg("--listen")
-            .arg(format!("127.0.0.1:{port}"))
-            .args(args)
-            .env_remove("TRESOR_DATA_DIR")
-            .env_remove("TRESOR_DATABASE_URL")
-            .env_remove("TRESOR_MASTER_KEY")
-            .env_remove("TRESOR_MASTER_KEY_FILE")
-            .env_remove("TRESOR_ADMIN_TOKEN")
-            .stdin(Stdio::null())
-            .stdout(Stdio::from(out))
-            .stderr(Stdio::from(err))
-            .spawn()
-            .unwrap_or_else(|e| panic!("spawn tresor serve: {e}"));
-        let mut served = Served {
-            child: Some(child),
-            api: Api {
-                http: reqwest::Client::builder()
-                    .timeout(Duration::from_secs(60))
-                    .build()
-                    .unwrap_or_else(|e| panic!("{e}")),
-                base: format!("http://127.0.0.1:{port}"),
-                admin: admin.to_owned(),
-            },
-            log,
-        };
-        served.wait_ready().await;
-        served
-    }
-
-    async fn wait_ready(&mut self) {
-        let deadline = Instant::now() + Duration::from_secs(30);
-        loop {
-            let healthz = format!("{}/healthz", self.api.base);
-            if let Ok(r) = self.api.http.get(&healthz).send().await
-                && r.status().is_success()
-            {
-                return;
-            }
-            if let Some(child) = self.child.as_mut()
-                && let Ok(Some(status)) = child.try_wait()
-            {
-                panic!("tresor exited early ({status}); log:\n{}", self.log());
-            }
-            assert!(
-                Instant::now() < deadline,
-                "tresor did not start; log:\n{}",
-                self.log()
-            );
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-    }
-
-    fn log(&self) -> String {
-        std::fs::read_to_string(&self.log).unwrap_or_default()
-    }
-
-    /// SIGTERM and wait; the exit code.
-    fn stop(&mut self) -> Option<i32> {
-        let mut child = self.child.take()?;
-        let _ = Command::new("kill")
-            .arg("-TERM")
-            .arg(child.id().to_string())
-            .status();
-        let deadline = Instant::now() + Duration::from_secs(60);
-        loop {
-            if let Ok(Some(status)) = child.try_wait() {
-                return status.code();
-            }
-            if Instant::now() > deadline {
-                let _ = child.kill();
-                let _ = child.wait();
-                return None;
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
-    }
-}
-
-impl Drop for Served {
-    fn drop(&mut self) {
-        if let Some(mut child) = self.child.take() {
-            let _ = child.kill();
-            let _ = child.wait();
-        }
-    }
+/// `tresor serve --listen ADDR ARGS` on a store that exists already (an imported one), whose
+/// admin token is `admin`.
+async fn serve(args: &[OsString], admin: &str) -> TestServer {
+    let listen = format!("127.0.0.1:{}", free_port());
+    let mut all: Vec<OsString> = vec!["serve".into(), "--listen".into(), listen.into()];
+    all.extend_from_slice(args);
+    TestServer::start_exact(bin(), &all, &[], Some(admin)).await
 }

@@ -5,16 +5,17 @@
 //! and register in the node registry, and a clean stop unregisters; the embedded store's
 //! `tresor migrate`. No log line ever shows the database password.
 //!
-//! The servers are spawned here directly (not through `TestServer`), because these tests are
-//! about the start itself: its flags, its exit code and its messages.
+//! The servers are started with exact command lines (`TestServer::start_exact`, nothing added),
+//! because these tests are about the start itself: its flags, its exit code and its messages.
 
+use std::ffi::{OsStr, OsString};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::process::Command;
 
-use serde_json::{Value, json};
+use serde_json::json;
 use tresor_test_support::postgres::fresh_database;
-use tresor_test_support::server::free_port;
+use tresor_test_support::process::run;
+use tresor_test_support::server::{TestServer, free_port};
 
 fn bin() -> &'static Path {
     env!("CARGO_BIN_EXE_tresor").as_ref()
@@ -34,7 +35,8 @@ async fn a_missing_root_key_stops_the_server_before_it_touches_anything() {
         "a fresh database has no tables: {before:?}"
     );
 
-    let out = run(serve_command(&url, &Key::None, &data, free_port())).await;
+    let (args, envs) = serve_command(&url, &Key::None, &data, free_port());
+    let out = run(bin(), &args, &envs).await;
     assert_ne!(out.code, Some(0), "{out:?}");
     assert!(out.stderr.contains("root key is missing"), "{out:?}");
     assert!(out.stderr.contains("--master-key-file"), "{out:?}");
@@ -52,7 +54,7 @@ async fn a_wrong_root_key_is_refused_and_the_database_stays_as_it_was() {
     let wrong = keygen(tmp.path(), "wrong.key").await;
 
     // A store written with the right key: an installation and a secret.
-    let mut server = Server::start(&url, &Key::File(right.clone()), tmp.path(), "first").await;
+    let mut server = start(&url, &Key::File(right.clone()), tmp.path(), "first").await;
     let token = install(&server).await;
     let put = server
         .call(
@@ -62,7 +64,7 @@ async fn a_wrong_root_key_is_refused_and_the_database_stays_as_it_was() {
             Some(&json!({"value": "v1"})),
         )
         .await;
-    assert_eq!(put.0, 201, "{put:?}");
+    assert_eq!(put.status, 201, "{put:?}");
     assert_eq!(server.terminate(), Some(0), "{}", server.log());
     let before = snapshot(&url).await;
     assert!(!before.is_empty());
@@ -73,13 +75,8 @@ async fn a_wrong_root_key_is_refused_and_the_database_stays_as_it_was() {
         (Key::None, "root key is missing"),
     ];
     for (key, says) in refusals {
-        let out = run(serve_command(
-            &url,
-            &key,
-            &tmp.path().join("refused"),
-            free_port(),
-        ))
-        .await;
+        let (args, envs) = serve_command(&url, &key, &tmp.path().join("refused"), free_port());
+        let out = run(bin(), &args, &envs).await;
         assert_ne!(out.code, Some(0), "{key:?}: {out:?}");
         assert!(out.stderr.contains(says), "{key:?}: {out:?}");
         assert!(!out.stderr.contains("serving on"), "{key:?}: {out:?}");
@@ -88,12 +85,12 @@ async fn a_wrong_root_key_is_refused_and_the_database_stays_as_it_was() {
     }
 
     // The right key still opens everything.
-    let server = Server::start(&url, &Key::File(right), tmp.path(), "again").await;
+    let server = start(&url, &Key::File(right), tmp.path(), "again").await;
     let got = server
         .call("GET", "/v1/secrets/kept", Some(&token), None)
         .await;
-    assert_eq!(got.0, 200, "{got:?}");
-    assert_eq!(got.1["value"], "v1");
+    assert_eq!(got.status, 200, "{got:?}");
+    assert_eq!(got.body["value"], "v1");
 }
 
 #[tokio::test]
@@ -102,7 +99,7 @@ async fn migrate_prepares_an_empty_database_for_a_server() {
     let tmp = tempdir();
     let key = keygen(tmp.path(), "root.key").await;
 
-    let out = run(migrate_command(&["--database-url", &url])).await;
+    let out = migrate(&["--database-url", &url]).await;
     assert_eq!(out.code, Some(0), "{out:?}");
     assert!(out.stdout.contains("schema version 0 before"), "{out:?}");
     assert!(out.stdout.contains("applied migrations 1"), "{out:?}");
@@ -112,34 +109,31 @@ async fn migrate_prepares_an_empty_database_for_a_server() {
     assert!(!migrated.is_empty());
 
     // Again: nothing to apply, nothing changed.
-    let out = run(migrate_command(&["--database-url", &url])).await;
+    let out = migrate(&["--database-url", &url]).await;
     assert_eq!(out.code, Some(0), "{out:?}");
     assert!(out.stdout.contains("nothing to apply"), "{out:?}");
     assert_eq!(snapshot(&url).await, migrated);
 
     // Without a store to migrate, or with two, it refuses.
-    let out = run(migrate_command(&[])).await;
+    let out = migrate(&[]).await;
     assert_ne!(out.code, Some(0), "{out:?}");
     let dir = tmp.path().to_string_lossy().into_owned();
-    let out = run(migrate_command(&[
-        "--database-url",
-        &url,
-        "--data-dir",
-        &dir,
-    ]))
-    .await;
+    let out = migrate(&["--database-url", &url, "--data-dir", &dir]).await;
     assert_ne!(out.code, Some(0), "{out:?}");
 
-    let mut server = Server::start(&url, &Key::File(key), tmp.path(), "server").await;
+    let mut server = start(&url, &Key::File(key), tmp.path(), "server").await;
     let ready = server.call("GET", "/readyz", None, None).await;
-    assert_eq!(ready.0, 200, "{ready:?}");
-    assert_eq!(ready.1, json!({"status": "ready", "backend": "postgres"}));
+    assert_eq!(ready.status, 200, "{ready:?}");
+    assert_eq!(
+        ready.body,
+        json!({"status": "ready", "backend": "postgres"})
+    );
     let token = install(&server).await;
     let put = server
         .call("PUT", "/v1/kv/k", Some(&token), Some(&json!({"value": 1})))
         .await;
-    assert_eq!(put.0, 201, "{put:?}");
-    let metrics = server.metrics().await;
+    assert_eq!(put.status, 201, "{put:?}");
+    let metrics = metrics(&server).await;
     assert_eq!(gauge(&metrics, "tresor_nodes"), Some(1), "{metrics}");
     assert!(
         !metrics.contains("tresor_group_commit"),
@@ -156,8 +150,8 @@ async fn servers_starting_together_on_an_empty_database_all_come_up() {
     let key = Key::File(keygen(tmp.path(), "root.key").await);
 
     // Both spawned before either is waited for: they migrate at the same moment.
-    let mut a = Server::spawn(&url, &key, tmp.path(), "a");
-    let mut b = Server::spawn(&url, &key, tmp.path(), "b");
+    let mut a = spawn(&url, &key, tmp.path(), "a");
+    let mut b = spawn(&url, &key, tmp.path(), "b");
     a.wait_ready().await;
     b.wait_ready().await;
 
@@ -171,21 +165,21 @@ async fn servers_starting_together_on_an_empty_database_all_come_up() {
             Some(&json!({"value": "x"})),
         )
         .await;
-    assert_eq!(put.0, 201, "{put:?}");
+    assert_eq!(put.status, 201, "{put:?}");
     let got = b.call("GET", "/v1/settings/s", Some(&token), None).await;
-    assert_eq!(got.0, 200, "{got:?}");
+    assert_eq!(got.status, 200, "{got:?}");
 
     // Each registered itself; the later registration saw both.
     let counts = [
-        gauge(&a.metrics().await, "tresor_nodes"),
-        gauge(&b.metrics().await, "tresor_nodes"),
+        gauge(&metrics(&a).await, "tresor_nodes"),
+        gauge(&metrics(&b).await, "tresor_nodes"),
     ];
     assert_eq!(counts.iter().max(), Some(&Some(2)), "{counts:?}");
 
     // A clean stop unregisters: a third server counts itself and b.
     assert_eq!(a.terminate(), Some(0), "{}", a.log());
-    let c = Server::start(&url, &key, tmp.path(), "c").await;
-    assert_eq!(gauge(&c.metrics().await, "tresor_nodes"), Some(2));
+    let c = start(&url, &key, tmp.path(), "c").await;
+    assert_eq!(gauge(&metrics(&c).await, "tresor_nodes"), Some(2));
     for s in [&a, &b, &c] {
         assert_no_password(&url, &s.log());
     }
@@ -197,23 +191,20 @@ async fn migrate_on_the_embedded_store() {
     let dir = tmp.path().join("data");
     let dir_arg = dir.to_string_lossy().into_owned();
 
-    let out = run(migrate_command(&["--data-dir", &dir_arg])).await;
+    let out = migrate(&["--data-dir", &dir_arg]).await;
     assert_ne!(out.code, Some(0), "{out:?}");
     assert!(out.stderr.contains("holds no embedded store"), "{out:?}");
 
     // A running server holds the data directory: migrate waits for no one and refuses.
-    let port = free_port();
-    let mut cmd = Command::new(bin());
-    cmd.args(["serve", "--listen", &format!("127.0.0.1:{port}")])
-        .args(["--data-dir", &dir_arg]);
-    let mut server = Server::from_command(cmd, port, tmp.path().join("embedded.log"));
-    server.wait_ready().await;
-    let out = run(migrate_command(&["--data-dir", &dir_arg])).await;
+    let listen = format!("127.0.0.1:{}", free_port());
+    let args = ["serve", "--listen", &listen, "--data-dir", &dir_arg];
+    let mut server = TestServer::start_exact(bin(), &args, &[], None).await;
+    let out = migrate(&["--data-dir", &dir_arg]).await;
     assert_ne!(out.code, Some(0), "{out:?}");
     assert!(out.stderr.contains("lock"), "{out:?}");
     assert_eq!(server.terminate(), Some(0), "{}", server.log());
 
-    let out = run(migrate_command(&["--data-dir", &dir_arg])).await;
+    let out = migrate(&["--data-dir", &dir_arg]).await;
     assert_eq!(out.code, Some(0), "{out:?}");
     assert!(out.stdout.contains("nothing to apply"), "{out:?}");
     let versions = out
@@ -265,248 +256,65 @@ fn b64_key(bytes: [u8; 32]) -> String {
 /// A new root key file made by `tresor keygen`.
 async fn keygen(dir: &Path, name: &str) -> PathBuf {
     let path = dir.join(name);
-    let mut cmd = Command::new(bin());
-    cmd.arg("keygen").arg(&path);
-    let out = run(cmd).await;
+    let out = run(bin(), &[OsStr::new("keygen"), path.as_os_str()], &[]).await;
     assert_eq!(out.code, Some(0), "{out:?}");
     path
 }
 
-/// `tresor serve` on `url`, with only the environment given here.
-fn serve_command(url: &str, key: &Key, data: &Path, port: u16) -> Command {
-    let mut cmd = Command::new(bin());
-    cmd.args(["serve", "--listen", &format!("127.0.0.1:{port}")])
-        .arg("--data-dir")
-        .arg(data)
-        .args(["--database-url", url, "--database-max-connections", "4"])
-        .env("TRESOR_ADMIN_TOKEN", ADMIN);
+/// `tresor serve` on `url`: its arguments and the only environment it gets (nothing of the test
+/// runner's decides where it stores or what key it uses).
+fn serve_command<'k>(
+    url: &str,
+    key: &'k Key,
+    data: &Path,
+    port: u16,
+) -> (Vec<OsString>, Vec<(&'static str, &'k str)>) {
+    let mut args: Vec<OsString> = ["serve", "--listen", &format!("127.0.0.1:{port}")]
+        .into_iter()
+        .map(OsString::from)
+        .collect();
+    args.extend(["--data-dir".into(), data.into()]);
+    args.extend(["--database-url", url, "--database-max-connections", "4"].map(OsString::from));
+    let mut envs = vec![("TRESOR_ADMIN_TOKEN", ADMIN)];
     match key {
         Key::None => {}
-        Key::File(path) => {
-            cmd.arg("--master-key-file").arg(path);
-        }
-        Key::Base64(b64) => {
-            cmd.env("TRESOR_MASTER_KEY", b64);
-        }
+        Key::File(path) => args.extend(["--master-key-file".into(), path.into()]),
+        Key::Base64(b64) => envs.push(("TRESOR_MASTER_KEY", b64.as_str())),
     }
-    cmd
+    (args, envs)
 }
 
-fn migrate_command(args: &[&str]) -> Command {
-    let mut cmd = Command::new(bin());
-    cmd.arg("migrate").args(args);
-    cmd
+/// `tresor migrate ARGS`, run to its end.
+async fn migrate(args: &[&str]) -> tresor_test_support::process::Output {
+    let mut all = vec!["migrate"];
+    all.extend_from_slice(args);
+    run(bin(), &all, &[]).await
 }
 
-#[derive(Debug)]
-struct Output {
-    code: Option<i32>,
-    stdout: String,
-    stderr: String,
+/// `tresor serve` on `url`, spawned and not yet waited for, its data directory under `dir`
+/// named by `name`.
+fn spawn(url: &str, key: &Key, dir: &Path, name: &str) -> TestServer {
+    let (args, envs) = serve_command(url, key, &dir.join(format!("{name}-data")), free_port());
+    TestServer::spawn_exact(bin(), &args, &envs, Some(ADMIN))
 }
 
-/// Runs a command that must end by itself (within a minute), with a clean environment.
-async fn run(mut cmd: Command) -> Output {
-    clean_env(&mut cmd);
-    let out = tokio::time::timeout(
-        Duration::from_secs(60),
-        tokio::process::Command::from(cmd).output(),
-    )
-    .await
-    .unwrap_or_else(|_| panic!("the command did not end within a minute"))
-    .unwrap();
-    Output {
-        code: out.status.code(),
-        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
-        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
-    }
-}
-
-/// Nothing of the test runner's environment decides where a server stores or what key it uses.
-fn clean_env(cmd: &mut Command) {
-    for var in [
-        "TRESOR_DATA_DIR",
-        "TRESOR_DATABASE_URL",
-        "TRESOR_DATABASE_MAX_CONNECTIONS",
-        "TRESOR_DATABASE_CA_FILE",
-        "TRESOR_MASTER_KEY_FILE",
-        "TRESOR_LISTEN",
-    ] {
-        cmd.env_remove(var);
-    }
-    // Keep what the command was given explicitly.
-    let given: Vec<_> = cmd
-        .get_envs()
-        .map(|(k, v)| (k.to_owned(), v.map(|v| v.to_owned())))
-        .collect();
-    if !given.iter().any(|(k, _)| k == "TRESOR_MASTER_KEY") {
-        cmd.env_remove("TRESOR_MASTER_KEY");
-    }
-    if !given.iter().any(|(k, _)| k == "TRESOR_ADMIN_TOKEN") {
-        cmd.env_remove("TRESOR_ADMIN_TOKEN");
-    }
-}
-
-/// A `tresor serve` child; killed when dropped.
-struct Server {
-    child: Option<Child>,
-    addr: String,
-    log: PathBuf,
-    http: reqwest::Client,
-}
-
-impl Server {
-    /// Spawns and waits until it answers.
-    async fn start(url: &str, key: &Key, dir: &Path, name: &str) -> Server {
-        let mut s = Server::spawn(url, key, dir, name);
-        s.wait_ready().await;
-        s
-    }
-
-    fn spawn(url: &str, key: &Key, dir: &Path, name: &str) -> Server {
-        let port = free_port();
-        let cmd = serve_command(url, key, &dir.join(format!("{name}-data")), port);
-        Server::from_command(cmd, port, dir.join(format!("{name}.log")))
-    }
-
-    fn from_command(mut cmd: Command, port: u16, log: PathBuf) -> Server {
-        clean_env(&mut cmd);
-        let out = std::fs::File::create(&log).unwrap();
-        let err = out.try_clone().unwrap();
-        cmd.stdin(Stdio::null())
-            .stdout(Stdio::from(out))
-            .stderr(Stdio::from(err));
-        Server {
-            child: Some(cmd.spawn().unwrap()),
-            addr: format!("127.0.0.1:{port}"),
-            log,
-            http: reqwest::Client::builder()
-                .timeout(Duration::from_secs(30))
-                .build()
-                .unwrap(),
-        }
-    }
-
-    async fn wait_ready(&mut self) {
-        let deadline = Instant::now() + Duration::from_secs(60);
-        loop {
-            if let Ok(r) = self
-                .http
-                .get(format!("http://{}/readyz", self.addr))
-                .send()
-                .await
-                && r.status().is_success()
-            {
-                return;
-            }
-            if let Some(child) = self.child.as_mut()
-                && let Ok(Some(status)) = child.try_wait()
-            {
-                panic!("tresor exited early ({status}); log:\n{}", self.log());
-            }
-            assert!(
-                Instant::now() < deadline,
-                "tresor did not start; log:\n{}",
-                self.log()
-            );
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-    }
-
-    fn log(&self) -> String {
-        std::fs::read_to_string(&self.log).unwrap_or_default()
-    }
-
-    /// (status, body as JSON or null).
-    async fn call(
-        &self,
-        method: &str,
-        path: &str,
-        token: Option<&str>,
-        body: Option<&Value>,
-    ) -> (u16, Value) {
-        let method = reqwest::Method::from_bytes(method.as_bytes()).unwrap();
-        let mut rb = self
-            .http
-            .request(method, format!("http://{}{path}", self.addr));
-        if let Some(t) = token {
-            rb = rb.bearer_auth(t);
-        }
-        if let Some(b) = body {
-            rb = rb.json(b);
-        }
-        let resp = rb.send().await.unwrap();
-        let status = resp.status().as_u16();
-        let text = resp.text().await.unwrap_or_default();
-        (status, serde_json::from_str(&text).unwrap_or(Value::Null))
-    }
-
-    async fn metrics(&self) -> String {
-        self.http
-            .get(format!("http://{}/metrics", self.addr))
-            .send()
-            .await
-            .unwrap()
-            .text()
-            .await
-            .unwrap()
-    }
-
-    /// SIGTERM, then the exit code.
-    fn terminate(&mut self) -> Option<i32> {
-        let mut child = self.child.take()?;
-        let sent = Command::new("kill")
-            .arg("-TERM")
-            .arg(child.id().to_string())
-            .status()
-            .unwrap();
-        assert!(sent.success());
-        let deadline = Instant::now() + Duration::from_secs(60);
-        loop {
-            if let Ok(Some(status)) = child.try_wait() {
-                return status.code();
-            }
-            if Instant::now() > deadline {
-                let _ = child.kill();
-                let _ = child.wait();
-                return None;
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
-    }
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        if let Some(mut child) = self.child.take() {
-            let _ = child.kill();
-            let _ = child.wait();
-        }
-    }
+/// [`spawn`], then wait until it is ready.
+async fn start(url: &str, key: &Key, dir: &Path, name: &str) -> TestServer {
+    let mut s = spawn(url, key, dir, name);
+    s.wait_ready().await;
+    s
 }
 
 /// An app, an account and an installation; the installation token.
-async fn install(server: &Server) -> String {
-    let scopes = json!({"scopes": ["storage:app"]});
-    let r = server
-        .call("PUT", "/v1/admin/apps/app", Some(ADMIN), Some(&scopes))
-        .await;
-    assert!(r.0 == 200 || r.0 == 201, "{r:?}");
-    let r = server
-        .call("PUT", "/v1/admin/accounts/acct", Some(ADMIN), None)
-        .await;
-    assert!(r.0 == 200 || r.0 == 201, "{r:?}");
-    let body = json!({"app_id": "app", "account_id": "acct"});
-    let r = server
-        .call(
-            "PUT",
-            "/v1/admin/installations/inst",
-            Some(ADMIN),
-            Some(&body),
-        )
-        .await;
-    assert_eq!(r.0, 201, "{r:?}");
-    r.1["token"].as_str().unwrap().to_owned()
+async fn install(server: &TestServer) -> String {
+    server
+        .install("app", &["storage:app"], "acct", "inst")
+        .await
+}
+
+/// The metrics in the text format.
+async fn metrics(server: &TestServer) -> String {
+    server.call("GET", "/metrics", None, None).await.text
 }
 
 /// The value of an unlabelled gauge in the text format.

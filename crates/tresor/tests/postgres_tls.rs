@@ -5,16 +5,17 @@
 //! or with a CA that did not sign the server's certificate, it refuses to start, says why
 //! without showing the password, and writes nothing.
 //!
-//! The servers are spawned here directly (not through `TestServer`, which would use the shared
-//! plaintext cluster): these tests are about the database flags.
+//! The servers are started with exact command lines (`TestServer::start_exact`, nothing added;
+//! the standard start would use the shared plaintext cluster): these tests are about the
+//! database flags.
 
+use std::ffi::{OsStr, OsString};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
 
-use serde_json::{Value, json};
+use serde_json::json;
 use tresor_test_support::postgres::{TlsCluster, tls_cluster};
-use tresor_test_support::server::free_port;
+use tresor_test_support::process::run;
+use tresor_test_support::server::{TestServer, free_port};
 
 fn bin() -> &'static Path {
     env!("CARGO_BIN_EXE_tresor").as_ref()
@@ -31,11 +32,9 @@ async fn serve_with_the_database_ca_file_serves_over_tls() {
     let tmp = tempdir();
     let key = keygen(tmp.path()).await;
 
-    let port = free_port();
-    let mut cmd = serve_command(&url, &key, &tmp.path().join("data"), port);
-    cmd.arg("--database-ca-file").arg(cluster.ca_file());
-    let mut server = Server::spawn(cmd, port, tmp.path().join("server.log"));
-    server.wait_ready().await;
+    let mut args = serve_command(&url, &key, &tmp.path().join("data"), free_port());
+    args.extend(["--database-ca-file".into(), cluster.ca_file().into()]);
+    let mut server = TestServer::start_exact(bin(), &args, &serve_env(), None).await;
 
     let token = install(&server).await;
     let put = server
@@ -46,12 +45,12 @@ async fn serve_with_the_database_ca_file_serves_over_tls() {
             Some(&json!({"value": "encrypted in transit"})),
         )
         .await;
-    assert_eq!(put.0, 201, "{put:?}");
+    assert_eq!(put.status, 201, "{put:?}");
     let got = server
         .call("GET", "/v1/secrets/over-tls", Some(&token), None)
         .await;
-    assert_eq!(got.0, 200, "{got:?}");
-    assert_eq!(got.1["value"], "encrypted in transit", "{got:?}");
+    assert_eq!(got.status, 200, "{got:?}");
+    assert_eq!(got.body["value"], "encrypted in transit", "{got:?}");
 
     // PostgreSQL's own view: the server's sessions on its database are all encrypted.
     let sessions = tresor_sessions(cluster, &url).await;
@@ -77,11 +76,11 @@ async fn serve_without_a_trusted_ca_refuses_to_start_and_writes_nothing() {
     ];
     for (case, ca) in cases {
         let data = tmp.path().join("refused-data");
-        let mut cmd = serve_command(&url, &key, &data, free_port());
+        let mut args = serve_command(&url, &key, &data, free_port());
         if let Some(ca) = ca {
-            cmd.arg("--database-ca-file").arg(ca);
+            args.extend(["--database-ca-file".into(), ca.into()]);
         }
-        let out = run(cmd).await;
+        let out = run(bin(), &args, &serve_env()).await;
         eprintln!("{case}: {}", out.stderr.trim());
         assert_ne!(out.code, Some(0), "{case}: {out:?}");
         assert!(
@@ -106,7 +105,7 @@ async fn serve_without_a_trusted_ca_refuses_to_start_and_writes_nothing() {
     }
 
     // `tresor migrate` takes the same flags and refuses the same way.
-    let out = run(migrate_command(&url, None)).await;
+    let out = run(bin(), &migrate_command(&url, None), &[]).await;
     assert_ne!(out.code, Some(0), "{out:?}");
     assert!(out.stderr.contains("connecting to"), "{out:?}");
     assert_no_password(cluster, &out.stderr);
@@ -115,7 +114,7 @@ async fn serve_without_a_trusted_ca_refuses_to_start_and_writes_nothing() {
         0,
         "migrate changed the database"
     );
-    let out = run(migrate_command(&url, Some(cluster.ca_file()))).await;
+    let out = run(bin(), &migrate_command(&url, Some(cluster.ca_file())), &[]).await;
     assert_eq!(out.code, Some(0), "{out:?}");
     assert_no_password(cluster, &out.stdout);
     assert_no_password(cluster, &out.stderr);
@@ -134,77 +133,37 @@ fn tempdir() -> tempfile::TempDir {
 /// A new root key file made by `tresor keygen`.
 async fn keygen(dir: &Path) -> PathBuf {
     let path = dir.join("root.key");
-    let mut cmd = Command::new(bin());
-    cmd.arg("keygen").arg(&path);
-    let out = run(cmd).await;
+    let out = run(bin(), &[OsStr::new("keygen"), path.as_os_str()], &[]).await;
     assert_eq!(out.code, Some(0), "{out:?}");
     path
 }
 
-/// `tresor serve` on `url` with a root key file and no CA file (the caller adds one).
-fn serve_command(url: &str, key: &Path, data: &Path, port: u16) -> Command {
-    let mut cmd = Command::new(bin());
-    cmd.args(["serve", "--listen", &format!("127.0.0.1:{port}")])
-        .arg("--data-dir")
-        .arg(data)
-        .args(["--database-url", url, "--database-max-connections", "4"])
-        .arg("--master-key-file")
-        .arg(key)
-        .env("TRESOR_ADMIN_TOKEN", ADMIN);
-    cmd
+/// The arguments of `tresor serve` on `url` with a root key file and no CA file (the caller
+/// adds one).
+fn serve_command(url: &str, key: &Path, data: &Path, port: u16) -> Vec<OsString> {
+    let mut args: Vec<OsString> = ["serve", "--listen", &format!("127.0.0.1:{port}")]
+        .map(OsString::from)
+        .into();
+    args.extend(["--data-dir".into(), data.into()]);
+    args.extend(["--database-url", url, "--database-max-connections", "4"].map(OsString::from));
+    args.extend(["--master-key-file".into(), key.into()]);
+    args
 }
 
-fn migrate_command(url: &str, ca: Option<&Path>) -> Command {
-    let mut cmd = Command::new(bin());
-    cmd.args(["migrate", "--database-url", url]);
+/// The only environment `tresor serve` gets here: nothing of the test runner's decides where
+/// it stores, what key it uses or which CA it trusts.
+fn serve_env() -> [(&'static str, &'static str); 1] {
+    [("TRESOR_ADMIN_TOKEN", ADMIN)]
+}
+
+fn migrate_command(url: &str, ca: Option<&Path>) -> Vec<OsString> {
+    let mut args: Vec<OsString> = ["migrate", "--database-url", url]
+        .map(OsString::from)
+        .into();
     if let Some(ca) = ca {
-        cmd.arg("--database-ca-file").arg(ca);
+        args.extend(["--database-ca-file".into(), ca.into()]);
     }
-    cmd
-}
-
-#[derive(Debug)]
-struct Output {
-    code: Option<i32>,
-    stdout: String,
-    stderr: String,
-}
-
-/// Runs a command that must end by itself (within a minute), with a clean environment.
-async fn run(mut cmd: Command) -> Output {
-    clean_env(&mut cmd);
-    let out = tokio::time::timeout(
-        Duration::from_secs(60),
-        tokio::process::Command::from(cmd).output(),
-    )
-    .await
-    .unwrap_or_else(|_| panic!("the command did not end within a minute"))
-    .unwrap();
-    Output {
-        code: out.status.code(),
-        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
-        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
-    }
-}
-
-/// Nothing of the test runner's environment decides where a server stores, what key it uses
-/// or which CA it trusts.
-fn clean_env(cmd: &mut Command) {
-    for var in [
-        "TRESOR_DATA_DIR",
-        "TRESOR_DATABASE_URL",
-        "TRESOR_DATABASE_MAX_CONNECTIONS",
-        "TRESOR_DATABASE_CA_FILE",
-        "TRESOR_MASTER_KEY",
-        "TRESOR_MASTER_KEY_FILE",
-        "TRESOR_LISTEN",
-    ] {
-        cmd.env_remove(var);
-    }
-    let given_admin = cmd.get_envs().any(|(k, _)| k == "TRESOR_ADMIN_TOKEN");
-    if !given_admin {
-        cmd.env_remove("TRESOR_ADMIN_TOKEN");
-    }
+    args
 }
 
 /// The sessions with `application_name = 'tresor'` on the database of `url`, and whether each
@@ -246,140 +205,9 @@ fn assert_no_password(cluster: &TlsCluster, text: &str) {
     );
 }
 
-/// A `tresor serve` child; killed when dropped.
-struct Server {
-    child: Option<Child>,
-    addr: String,
-    log: PathBuf,
-    http: reqwest::Client,
-}
-
-impl Server {
-    fn spawn(mut cmd: Command, port: u16, log: PathBuf) -> Server {
-        clean_env(&mut cmd);
-        let out = std::fs::File::create(&log).unwrap();
-        let err = out.try_clone().unwrap();
-        cmd.stdin(Stdio::null())
-            .stdout(Stdio::from(out))
-            .stderr(Stdio::from(err));
-        Server {
-            child: Some(cmd.spawn().unwrap()),
-            addr: format!("127.0.0.1:{port}"),
-            log,
-            http: reqwest::Client::builder()
-                .timeout(Duration::from_secs(30))
-                .build()
-                .unwrap(),
-        }
-    }
-
-    async fn wait_ready(&mut self) {
-        let deadline = Instant::now() + Duration::from_secs(60);
-        loop {
-            if let Ok(r) = self
-                .http
-                .get(format!("http://{}/readyz", self.addr))
-                .send()
-                .await
-                && r.status().is_success()
-            {
-                return;
-            }
-            if let Some(child) = self.child.as_mut()
-                && let Ok(Some(status)) = child.try_wait()
-            {
-                panic!("tresor exited early ({status}); log:\n{}", self.log());
-            }
-            assert!(
-                Instant::now() < deadline,
-                "tresor did not start; log:\n{}",
-                self.log()
-            );
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-    }
-
-    fn log(&self) -> String {
-        std::fs::read_to_string(&self.log).unwrap_or_default()
-    }
-
-    /// (status, body as JSON or null).
-    async fn call(
-        &self,
-        method: &str,
-        path: &str,
-        token: Option<&str>,
-        body: Option<&Value>,
-    ) -> (u16, Value) {
-        let method = reqwest::Method::from_bytes(method.as_bytes()).unwrap();
-        let mut rb = self
-            .http
-            .request(method, format!("http://{}{path}", self.addr));
-        if let Some(t) = token {
-            rb = rb.bearer_auth(t);
-        }
-        if let Some(b) = body {
-            rb = rb.json(b);
-        }
-        let resp = rb.send().await.unwrap();
-        let status = resp.status().as_u16();
-        let text = resp.text().await.unwrap_or_default();
-        (status, serde_json::from_str(&text).unwrap_or(Value::Null))
-    }
-
-    /// SIGTERM, then the exit code.
-    fn terminate(&mut self) -> Option<i32> {
-        let mut child = self.child.take()?;
-        let sent = Command::new("kill")
-            .arg("-TERM")
-            .arg(child.id().to_string())
-            .status()
-            .unwrap();
-        assert!(sent.success());
-        let deadline = Instant::now() + Duration::from_secs(60);
-        loop {
-            if let Ok(Some(status)) = child.try_wait() {
-                return status.code();
-            }
-            if Instant::now() > deadline {
-                let _ = child.kill();
-                let _ = child.wait();
-                return None;
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
-    }
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        if let Some(mut child) = self.child.take() {
-            let _ = child.kill();
-            let _ = child.wait();
-        }
-    }
-}
-
 /// An app, an account and an installation; the installation token.
-async fn install(server: &Server) -> String {
-    let scopes = json!({"scopes": ["storage:app"]});
-    let r = server
-        .call("PUT", "/v1/admin/apps/app", Some(ADMIN), Some(&scopes))
-        .await;
-    assert!(r.0 == 200 || r.0 == 201, "{r:?}");
-    let r = server
-        .call("PUT", "/v1/admin/accounts/acct", Some(ADMIN), None)
-        .await;
-    assert!(r.0 == 200 || r.0 == 201, "{r:?}");
-    let body = json!({"app_id": "app", "account_id": "acct"});
-    let r = server
-        .call(
-            "PUT",
-            "/v1/admin/installations/inst",
-            Some(ADMIN),
-            Some(&body),
-        )
-        .await;
-    assert_eq!(r.0, 201, "{r:?}");
-    r.1["token"].as_str().unwrap().to_owned()
+async fn install(server: &TestServer) -> String {
+    server
+        .install("app", &["storage:app"], "acct", "inst")
+        .await
 }
