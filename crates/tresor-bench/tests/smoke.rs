@@ -1,0 +1,151 @@
+//! Smoke test of the load generator: it runs for a couple of seconds against a `tresor serve`
+//! it spawns itself, over every operation and in both loops, and must finish with successful
+//! requests, no errors and well-formed JSON. Nothing here is timed: the figures are not
+//! checked, only that the tool works.
+//!
+//! The server is the `tresor` binary of the same build, beside `tresor-bench` in
+//! `target/<profile>/`: `cargo test --workspace` builds every binary of the workspace (the
+//! `tresor` crate's integration tests need its binary) before it runs any test.
+
+use std::path::PathBuf;
+use std::process::Command;
+
+use serde_json::Value;
+
+fn bench_bin() -> PathBuf {
+    PathBuf::from(env!("CARGO_BIN_EXE_tresor-bench"))
+}
+
+/// `target/<profile>/tresor`, beside the bench tool.
+fn server_bin() -> PathBuf {
+    let bin = bench_bin()
+        .parent()
+        .map(|d| d.join("tresor"))
+        .unwrap_or_default();
+    assert!(
+        bin.is_file(),
+        "no tresor binary at {}: build it first (`cargo build -p tresor`; `cargo test --workspace` \
+         builds it)",
+        bin.display()
+    );
+    bin
+}
+
+/// Runs the tool with `args` (and `--spawn --server-bin …`); answers its JSON output.
+fn check(args: &[&str]) -> Value {
+    let dir = tempfile::tempdir().unwrap();
+    let json = dir.path().join("out.json");
+    let mut cmd = Command::new(bench_bin());
+    cmd.args(args)
+        .arg("--spawn")
+        .arg("--server-bin")
+        .arg(server_bin())
+        .arg("--data-parent")
+        .arg(dir.path())
+        .arg("--json")
+        .arg(&json)
+        .env_remove("TRESOR_ADMIN_TOKEN");
+    if args[0] == "sweep" {
+        cmd.arg("--png").arg(dir.path().join("sweep.png"));
+    }
+    let out = cmd.output().unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        out.status.success(),
+        "tresor-bench {args:?} failed ({}):\n{stdout}\n{stderr}",
+        out.status
+    );
+    assert!(stdout.contains("req/s"), "no figures printed:\n{stdout}");
+    if args[0] == "sweep" {
+        let png = std::fs::read(dir.path().join("sweep.png")).unwrap();
+        assert!(
+            png.starts_with(b"\x89PNG\r\n\x1a\n"),
+            "the chart is not a PNG"
+        );
+    }
+    serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap()
+}
+
+fn assert_ok(result: &Value) {
+    let name = &result["name"];
+    assert!(
+        result["requests"].as_u64().unwrap() > 0,
+        "{name}: no request: {result}"
+    );
+    assert_eq!(
+        result["errors"].as_u64(),
+        Some(0),
+        "{name}: errors: {result}"
+    );
+    for field in [
+        "rps",
+        "p50_ms",
+        "p90_ms",
+        "p99_ms",
+        "p999_ms",
+        "server_cpu_s",
+        "server_peak_rss_mib",
+    ] {
+        let v = result[field].as_f64();
+        assert!(v.is_some_and(|v| v >= 0.0), "{name}: {field} is {v:?}");
+    }
+    assert!(
+        result["p50_ms"].as_f64() <= result["p99_ms"].as_f64(),
+        "{name}: {result}"
+    );
+}
+
+#[test]
+fn every_operation_closed_loop() {
+    let results = check(&[
+        "sweep",
+        "--ops",
+        "get,put,patch,ops,batch,mix90,mix50",
+        "--levels",
+        "2",
+        "--keys",
+        "64",
+        "--installations",
+        "4",
+        "--value-size",
+        "256",
+        "--duration",
+        "0.3",
+        "--warmup",
+        "0.1",
+    ]);
+    let results = results.as_array().unwrap();
+    assert_eq!(results.len(), 7);
+    for r in results {
+        assert_ok(r);
+        assert_eq!(r["mode"], "closed");
+    }
+}
+
+#[test]
+fn open_loop_at_a_fixed_rate() {
+    let out = check(&[
+        "run",
+        "--op",
+        "get",
+        "--rate",
+        "200",
+        "-c",
+        "4",
+        "--keys",
+        "32",
+        "--duration",
+        "1",
+        "--warmup",
+        "0.2",
+        "--runs",
+        "2",
+    ]);
+    for r in out["runs"].as_array().unwrap() {
+        assert_ok(r);
+        assert_eq!(r["mode"], "open");
+        assert_eq!(r["rate"].as_f64(), Some(200.0));
+    }
+    assert_ok(&out["median"]);
+}
