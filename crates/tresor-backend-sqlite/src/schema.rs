@@ -8,6 +8,7 @@
 use std::path::Path;
 use std::time::Duration;
 
+use rusqlite::config::DbConfig;
 use rusqlite::{Connection, OpenFlags};
 use tresor_core::CoreError;
 
@@ -50,9 +51,22 @@ pub(crate) fn open_writer(path: &Path) -> Result<Connection, CoreError> {
     // After a checkpoint, shrink the WAL file back instead of keeping its high-water mark.
     conn.pragma_update(None, "journal_size_limit", 64 * 1024 * 1024)
         .db()?;
-    conn.set_prepared_statement_cache_capacity(64);
+    keep_plans(&conn)?;
     migrate(&mut conn)?;
     Ok(conn)
+}
+
+/// Cached statements keep their query plans. rusqlite clears a statement's bindings when it
+/// returns to the cache, and without the query planner stability guarantee SQLite then
+/// re-plans statements whose plan may depend on bound values (the authentication join among
+/// them) on every run: about a quarter of the server's CPU per request (BENCHMARKS.md). With
+/// QPSG the plan is made once, without looking at the values, which is what every statement
+/// here wants: they are all primary-key or index lookups.
+fn keep_plans(conn: &Connection) -> Result<(), CoreError> {
+    conn.set_prepared_statement_cache_capacity(64);
+    conn.set_db_config(DbConfig::SQLITE_DBCONFIG_ENABLE_QPSG, true)
+        .db()?;
+    Ok(())
 }
 
 /// The database holds wrapped keys and token MACs: only the server's user may read it. SQLite
@@ -80,7 +94,7 @@ pub(crate) fn open_reader(path: &Path) -> Result<Connection, CoreError> {
         | OpenFlags::SQLITE_OPEN_URI;
     let conn = Connection::open_with_flags(path, flags).db()?;
     conn.busy_timeout(BUSY_TIMEOUT).db()?;
-    conn.set_prepared_statement_cache_capacity(64);
+    keep_plans(&conn)?;
     Ok(conn)
 }
 

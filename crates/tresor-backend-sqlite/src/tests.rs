@@ -649,3 +649,20 @@ async fn many_reads_run_alongside_writes() {
     }
     b.ready().await.expect("ready");
 }
+
+/// Every connection keeps its cached statements' plans (the query planner stability
+/// guarantee): without it SQLite re-plans the authentication join on every request.
+#[test]
+fn every_connection_keeps_its_query_plans() {
+    use rusqlite::config::DbConfig;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join(DATABASE_FILE);
+    let writer = schema::open_writer(&path).expect("writer");
+    let reader = schema::open_reader(&path).expect("reader");
+    for conn in [&writer, &reader] {
+        let qpsg = conn
+            .db_config(DbConfig::SQLITE_DBCONFIG_ENABLE_QPSG)
+            .expect("read the setting");
+        assert!(qpsg, "QPSG is off");
+    }
+}
