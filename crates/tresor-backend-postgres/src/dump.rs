@@ -59,7 +59,7 @@ pub(crate) async fn export_rows(
     }
     let mut params: Vec<Param> = Vec::with_capacity(table.key_len() + 1);
     if let Some(cursor) = after {
-        check_cursor(table, cursor)?;
+        table.check_cursor(cursor)?;
         for (cell, column) in cursor.iter().zip(table.key_columns()) {
             params.push(param(table, column, cell)?);
         }
@@ -165,23 +165,6 @@ fn refs(params: &[Param]) -> Vec<&(dyn ToSql + Sync)> {
         .iter()
         .map(|p| p.as_ref() as &(dyn ToSql + Sync))
         .collect()
-}
-
-/// The cursor must be a full key of the table.
-fn check_cursor(table: DumpTable, cursor: &[Cell]) -> Result<()> {
-    let fits = cursor.len() == table.key_len()
-        && cursor
-            .iter()
-            .zip(table.key_columns())
-            .all(|(cell, column)| cell.fits(column));
-    if fits {
-        Ok(())
-    } else {
-        Err(CoreError::invalid(format!(
-            "the export cursor is not a key of `{}`",
-            table.name()
-        )))
-    }
 }
 
 /// A duplicate key is the caller's `Conflict`; the rest is mapped as everywhere in this crate.

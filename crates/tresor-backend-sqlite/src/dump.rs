@@ -28,7 +28,7 @@ pub(crate) fn export_rows(
     }
     let mut params = Vec::with_capacity(table.key_len() + 1);
     if let Some(cursor) = after {
-        check_cursor(table, cursor)?;
+        table.check_cursor(cursor)?;
         params.extend(cursor.iter().map(to_sql));
     }
     params.push(Value::Integer(i64::try_from(limit).unwrap_or(i64::MAX)));
@@ -113,23 +113,6 @@ fn placeholders(first: usize, n: usize) -> String {
         .map(|i| format!("?{i}"))
         .collect::<Vec<_>>()
         .join(", ")
-}
-
-/// The cursor must be a full key of the table.
-fn check_cursor(table: DumpTable, cursor: &[Cell]) -> Result<()> {
-    let fits = cursor.len() == table.key_len()
-        && cursor
-            .iter()
-            .zip(table.key_columns())
-            .all(|(cell, column)| cell.fits(column));
-    if fits {
-        Ok(())
-    } else {
-        Err(CoreError::invalid(format!(
-            "the export cursor is not a key of `{}`",
-            table.name()
-        )))
-    }
 }
 
 /// The position of the version column of the tables whose versions come from the counter.

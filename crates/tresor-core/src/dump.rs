@@ -234,6 +234,23 @@ impl DumpTable {
         &self.columns()[..self.key_len()]
     }
 
+    /// Checks that an export cursor is a full primary key of this table.
+    pub fn check_cursor(self, cursor: &[Cell]) -> crate::Result<()> {
+        let fits = cursor.len() == self.key_len()
+            && cursor
+                .iter()
+                .zip(self.key_columns())
+                .all(|(cell, column)| cell.fits(column));
+        if fits {
+            Ok(())
+        } else {
+            Err(crate::CoreError::invalid(format!(
+                "the export cursor is not a key of `{}`",
+                self.name()
+            )))
+        }
+    }
+
     pub fn parse(name: &str) -> Option<DumpTable> {
         DumpTable::ALL.into_iter().find(|t| t.name() == name)
     }
@@ -337,6 +354,19 @@ mod tests {
         assert!(null_key.check(DumpTable::Meta).is_err());
         let wrong = DumpRow(vec![Cell::Int(1), Cell::Bytes(vec![])]);
         assert!(wrong.check(DumpTable::Meta).is_err());
+    }
+
+    #[test]
+    fn cursors_must_be_full_keys() {
+        let key = [Cell::Int(1), Cell::Int(2), Cell::Bytes(b"k".to_vec())];
+        assert!(DumpTable::Records.check_cursor(&key).is_ok());
+        assert!(DumpTable::Records.check_cursor(&key[..2]).is_err());
+        assert!(DumpTable::Meta.check_cursor(&key[..1]).is_err());
+        assert!(
+            DumpTable::Meta
+                .check_cursor(&[Cell::Text("a".into())])
+                .is_ok()
+        );
     }
 
     #[test]
