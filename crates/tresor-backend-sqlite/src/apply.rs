@@ -89,6 +89,9 @@ pub(crate) enum Op {
         table: DumpTable,
         rows: Vec<DumpRow>,
     },
+    /// Writes nothing itself: its batch commits the queued audit events, so they are visible
+    /// once it is answered.
+    FlushAudit,
 }
 
 /// What an [`Op`] produced; the caller knows which variant its op answers with.
@@ -116,9 +119,28 @@ impl Op {
             | Op::PurgeAudit { .. }
             | Op::RegisterNode { .. }
             | Op::UnregisterNode { .. }
-            | Op::ImportRows { .. } => 0,
+            | Op::ImportRows { .. }
+            | Op::FlushAudit => 0,
             _ => 1,
         }
+    }
+
+    /// May this op change what authentication reads (tokens, installations, apps, accounts)?
+    /// Listed by what it cannot change, so a new op is counted as changing it until someone
+    /// decides otherwise.
+    pub(crate) fn changes_auth(&self) -> bool {
+        !matches!(
+            self,
+            Op::Commit(_)
+                | Op::MetaGetOrInsert { .. }
+                | Op::PutProvider { .. }
+                | Op::DeleteProvider { .. }
+                | Op::PurgeExpired { .. }
+                | Op::PurgeAudit { .. }
+                | Op::RegisterNode { .. }
+                | Op::UnregisterNode { .. }
+                | Op::FlushAudit
+        )
     }
 }
 
@@ -373,6 +395,7 @@ fn apply(conn: &Connection, versions: &mut VersionCounter, op: Op) -> Result<Out
             register_node(conn, &node_id, &key_versions, now)?;
             Ok(Outcome::Unit)
         }
+        Op::FlushAudit => Ok(Outcome::Unit),
         Op::UnregisterNode { node_id } => {
             let n = conn
                 .prepare_cached("DELETE FROM nodes WHERE node_id = ?1")

@@ -184,6 +184,12 @@ impl Backend for SqliteBackend {
             .await
     }
 
+    fn auth_epoch(&self) -> Option<u64> {
+        // One process owns the embedded store (the data directory's lock), and every write
+        // goes through this writer.
+        Some(self.writer.auth_epoch())
+    }
+
     async fn namespace_key(&self, ns: Ns) -> Result<Option<Vec<u8>>> {
         self.readers
             .run(move |conn| queries::namespace_key(conn, ns))
@@ -226,6 +232,9 @@ impl Backend for SqliteBackend {
     }
 
     async fn audit_query(&self, query: &AuditQuery) -> Result<Vec<AuditEvent>> {
+        // Events of reads wait in the writer's queue for a few milliseconds; whoever reads the
+        // log sees every event queued before the query.
+        self.write(Op::FlushAudit).await?;
         let query = query.clone();
         self.readers
             .run(move |conn| queries::audit_query(conn, &query))

@@ -135,7 +135,13 @@ fn migrate(conn: &mut Connection) -> Result<(), CoreError> {
 }
 
 /// The migrations, in order; entry `i` brings the schema to version `i + 1`.
-const MIGRATIONS: &[&str] = &[MIGRATION_1, MIGRATION_2, MIGRATION_3, MIGRATION_4];
+const MIGRATIONS: &[&str] = &[
+    MIGRATION_1,
+    MIGRATION_2,
+    MIGRATION_3,
+    MIGRATION_4,
+    MIGRATION_5,
+];
 
 /// The first schema. Keys are BLOBs so that they compare as bytes (memcmp), which is the
 /// contract's key order. Namespace ids are random, so a reinstall never meets old rows.
@@ -309,6 +315,67 @@ CREATE TABLE nodes (
     started_at   INTEGER NOT NULL,
     last_seen    INTEGER NOT NULL
 );
+";
+
+/// Records and credentials become ordinary rowid tables with their primary key in its own
+/// index, and the sealed value (or secret) moves to the last column.
+///
+/// As `WITHOUT ROWID` tables their whole rows lived in the primary key's b-tree, and a row with
+/// a 1 KiB value does not fit in an index cell: SQLite then reads every overflowing cell in
+/// full (its overflow pages too, through `pread`, into a fresh allocation) for each key
+/// comparison of a lookup's binary search. SQLite's own guidance keeps `WITHOUT ROWID` for rows
+/// under about a twentieth of a page. Now a lookup compares small index cells and reads the
+/// row once; metadata listings stop before the value, so its overflow pages are never read.
+const MIGRATION_5: &str = "
+CREATE TABLE records_v5 (
+    ns          INTEGER NOT NULL,
+    store       INTEGER NOT NULL,
+    key         BLOB NOT NULL,
+    version     INTEGER NOT NULL,
+    created_at  INTEGER NOT NULL,
+    updated_at  INTEGER NOT NULL,
+    expires_at  INTEGER,
+    description BLOB,
+    value       BLOB NOT NULL,
+    PRIMARY KEY (ns, store, key)
+);
+INSERT INTO records_v5 (ns, store, key, version, created_at, updated_at, expires_at,
+                        description, value)
+    SELECT ns, store, key, version, created_at, updated_at, expires_at, description, value
+    FROM records;
+DROP TABLE records;
+ALTER TABLE records_v5 RENAME TO records;
+CREATE INDEX records_by_expiry ON records (expires_at) WHERE expires_at IS NOT NULL;
+
+CREATE TABLE credentials_v5 (
+    ns               INTEGER NOT NULL,
+    key              BLOB NOT NULL,
+    owner            TEXT NOT NULL,
+    app_id           TEXT NOT NULL,
+    provider         TEXT NOT NULL,
+    kind             TEXT NOT NULL,
+    version          INTEGER NOT NULL,
+    created_at       INTEGER NOT NULL,
+    updated_at       INTEGER NOT NULL,
+    expires_at       INTEGER,
+    token_expires_at INTEGER,
+    scopes           TEXT NOT NULL,
+    needs_reconsent  INTEGER NOT NULL,
+    lease_until      INTEGER,
+    lease_id         TEXT,
+    metadata         BLOB NOT NULL,
+    secret           BLOB NOT NULL,
+    PRIMARY KEY (ns, key)
+);
+INSERT INTO credentials_v5 (ns, key, owner, app_id, provider, kind, version, created_at,
+                            updated_at, expires_at, token_expires_at, scopes, needs_reconsent,
+                            lease_until, lease_id, metadata, secret)
+    SELECT ns, key, owner, app_id, provider, kind, version, created_at, updated_at, expires_at,
+           token_expires_at, scopes, needs_reconsent, lease_until, lease_id, metadata, secret
+    FROM credentials;
+DROP TABLE credentials;
+ALTER TABLE credentials_v5 RENAME TO credentials;
+CREATE INDEX credentials_by_expiry ON credentials (expires_at) WHERE expires_at IS NOT NULL;
 ";
 
 /// Creates a database as an earlier release left it: the first `version` migrations, nothing
@@ -532,7 +599,7 @@ mod tests {
         }
         let conn = open_writer(&path).unwrap();
         assert_eq!(stored_version(&conn).unwrap(), SCHEMA_VERSION);
-        assert_eq!(SCHEMA_VERSION, 4);
+        assert_eq!(SCHEMA_VERSION, 5);
         assert!(table_names(&conn).contains(&"nodes".to_owned()));
         let kept: (i64, i64, i64) = conn
             .query_row(

@@ -484,6 +484,85 @@ async fn a_version_2_database_opens_with_flows_and_keeps_leases() {
 }
 
 #[tokio::test]
+async fn a_version_4_database_moves_values_out_of_the_key_index() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let expires = now_millis() + 600_000;
+    {
+        let conn = schema::create_version(&dir.path().join(DATABASE_FILE), 4).expect("v4");
+        conn.execute(
+            "INSERT INTO records (ns, store, key, version, created_at, updated_at, expires_at, \
+             value, description) VALUES (1, 2, x'6b', 41, 1, 2, ?1, zeroblob(3000), x'0d')",
+            [expires],
+        )
+        .expect("v4 record");
+        conn.execute(
+            "INSERT INTO credentials (ns, key, owner, app_id, provider, kind, version, \
+             created_at, updated_at, scopes, needs_reconsent, metadata, secret, lease_until, \
+             lease_id) VALUES (1, x'6f6c64', 'installation', 'app', 'p', 'oauth2', 42, 1, 1, \
+             '[]', 0, x'01', zeroblob(3000), 7, 'lease-1')",
+            [],
+        )
+        .expect("v4 credential");
+        conn.execute_batch("UPDATE counters SET value = 42 WHERE name = 'record_version';")
+            .expect("v4 counter");
+    }
+    let b = open(dir.path());
+    let rec = b
+        .read_record(1, StoreKind::from_code(2).expect("a store"), b"k")
+        .await
+        .expect("read")
+        .expect("the record survives the migration");
+    assert_eq!((rec.version, rec.expires_at), (41, Some(expires)));
+    assert_eq!(
+        (rec.value.len(), rec.description.as_deref()),
+        (3000, Some(&[13u8][..]))
+    );
+    let cred = b
+        .read_credential(&[1], b"old")
+        .await
+        .expect("read")
+        .expect("the credential survives the migration");
+    assert_eq!((cred.version, cred.write.secret.len()), (42, 3000));
+    assert_eq!(cred.lease_id.as_deref(), Some("lease-1"));
+    let conn = rusqlite::Connection::open(dir.path().join(DATABASE_FILE)).expect("open");
+    for table in ["records", "credentials"] {
+        let sql: String = conn
+            .query_row(
+                "SELECT sql FROM sqlite_schema WHERE type = 'table' AND name = ?1",
+                [table],
+                |r| r.get(0),
+            )
+            .expect("the table");
+        assert!(!sql.contains("WITHOUT ROWID"), "{sql}");
+        let last: String = conn
+            .query_row(
+                &format!("SELECT name FROM pragma_table_info('{table}') ORDER BY cid DESC LIMIT 1"),
+                [],
+                |r| r.get(0),
+            )
+            .expect("columns");
+        assert!(
+            last == "value" || last == "secret",
+            "{table} ends with {last}"
+        );
+        let index: i64 = conn
+            .query_row(
+                "SELECT COUNT(*) FROM sqlite_schema WHERE type = 'index' AND name = ?1",
+                [format!("{table}_by_expiry")],
+                |r| r.get(0),
+            )
+            .expect("indexes");
+        assert_eq!(index, 1, "{table} keeps its expiry index");
+    }
+    // The counter went along: the next version is above every migrated one.
+    let applied = b
+        .commit(put(1, "new", Precondition::Absent, vec![1]))
+        .await
+        .expect("a write");
+    assert!(version(&applied) > 42);
+}
+
+#[tokio::test]
 async fn shutdown_commits_everything_queued_then_refuses() {
     let dir = tempfile::tempdir().expect("tempdir");
     let b = Arc::new(open(dir.path()));
@@ -665,4 +744,32 @@ fn every_connection_keeps_its_query_plans() {
             .expect("read the setting");
         assert!(qpsg, "QPSG is off");
     }
+}
+
+#[tokio::test]
+async fn the_auth_epoch_moves_with_access_changes_only() {
+    let dir = tempfile::tempdir().unwrap();
+    let b = open(dir.path());
+    let epoch = || b.auth_epoch().expect("the embedded store tells");
+    let e0 = epoch();
+    // Record writes, audit and node bookkeeping leave authentication as it was.
+    b.commit(put(1, "k", Precondition::Any, b"v".to_vec()))
+        .await
+        .unwrap();
+    b.audit_enqueue(vec![event("get")]).unwrap();
+    audit_drained(&b).await;
+    assert_eq!(epoch(), e0);
+    // An account (like an app, an installation or a token) may change it, and the epoch has
+    // moved by the time the write is answered.
+    let row = NamespaceRow {
+        ns: 7,
+        wrapped_key: vec![1; 40],
+    };
+    b.put_account("acct", row, event("put_account"))
+        .await
+        .unwrap();
+    let e1 = epoch();
+    assert!(e1 > e0);
+    assert!(!b.revoke_token("nope", event("revoke")).await.unwrap());
+    assert!(epoch() > e1, "even a write that changed nothing moves it");
 }

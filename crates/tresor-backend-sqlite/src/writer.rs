@@ -8,11 +8,11 @@
 //! request is acknowledged only when it is durable. If `COMMIT` fails, every request of the
 //! batch gets the error.
 
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::mpsc::{self, Receiver, RecvTimeoutError, Sender};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use rusqlite::Connection;
 use tokio::sync::oneshot;
@@ -29,6 +29,11 @@ type Result<T> = std::result::Result<T, CoreError>;
 /// bucket matches it.
 pub(crate) const MAX_BATCH: usize = 512;
 
+/// How long a batch of nothing but read audit events waits for more before it commits: one
+/// fsync then covers every read of that window instead of a few. DESIGN.md allows "a few
+/// milliseconds" of read events to be lost in a crash; a write request ends the wait at once.
+const AUDIT_LINGER: Duration = Duration::from_millis(5);
+
 /// How soon queued audit events that failed to commit (e.g. on a full disk) are tried again
 /// when no other request comes along.
 const AUDIT_RETRY: Duration = Duration::from_millis(200);
@@ -42,7 +47,13 @@ pub(crate) struct GroupCommitWriter {
     /// disk that stays full fills the queue and reads fail closed.
     audit_pending: Arc<AtomicUsize>,
     audit_bound: usize,
+    /// Audit events of reads wait here for the writer, which takes them all at its next
+    /// commit: queueing one wakes nobody unless it is the first since that commit.
+    inbox: Arc<Mutex<Vec<AuditEvent>>>,
     stats: Arc<GroupCommitStats>,
+    /// See [`tresor_core::Backend::auth_epoch`]: bumped after every batch with an op that may
+    /// change authentication, before anyone in it is answered.
+    auth_epoch: Arc<AtomicU64>,
 }
 
 impl GroupCommitWriter {
@@ -52,13 +63,17 @@ impl GroupCommitWriter {
         let (sender, receiver) = mpsc::channel();
         let audit_pending = Arc::new(AtomicUsize::new(0));
         let stats = Arc::new(GroupCommitStats::default());
+        let auth_epoch = Arc::new(AtomicU64::new(0));
+        let inbox = Arc::new(Mutex::new(Vec::new()));
         let worker = Worker {
             conn,
             receiver,
             versions,
+            inbox: inbox.clone(),
             audit: Vec::new(),
             audit_pending: audit_pending.clone(),
             stats: stats.clone(),
+            auth_epoch: auth_epoch.clone(),
             stopping: false,
         };
         let thread = std::thread::Builder::new()
@@ -71,7 +86,9 @@ impl GroupCommitWriter {
             closing: AtomicBool::new(false),
             audit_pending,
             audit_bound,
+            inbox,
             stats,
+            auth_epoch,
         })
     }
 
@@ -102,8 +119,15 @@ impl GroupCommitWriter {
             self.audit_pending.fetch_sub(n, Ordering::AcqRel);
             return Err(CoreError::Unavailable("audit queue full".into()));
         }
-        if self.sender.send(Msg::Audit(events)).is_err() {
-            self.audit_pending.fetch_sub(n, Ordering::AcqRel);
+        let first = {
+            let mut inbox = self.inbox.lock().map_err(|_| poisoned("audit inbox"))?;
+            let first = inbox.is_empty();
+            inbox.extend(events);
+            first
+        };
+        // The first event since the writer last emptied the inbox wakes it; it then waits a
+        // few milliseconds for more (see `AUDIT_LINGER`) before it commits them all.
+        if first && self.sender.send(Msg::AuditReady).is_err() {
             return Err(writer_stopped());
         }
         Ok(())
@@ -111,6 +135,10 @@ impl GroupCommitWriter {
 
     pub(crate) fn stats(&self) -> &Arc<GroupCommitStats> {
         &self.stats
+    }
+
+    pub(crate) fn auth_epoch(&self) -> u64 {
+        self.auth_epoch.load(Ordering::SeqCst)
     }
 
     pub(crate) fn audit_queue_len(&self) -> usize {
@@ -155,10 +183,17 @@ fn writer_stopped() -> CoreError {
 }
 
 type Reply = oneshot::Sender<Result<Outcome>>;
+type Answer = (Reply, Result<Outcome>);
+
+/// The same failure for every one of `replies`.
+fn fail_all(replies: impl Iterator<Item = Reply>, cause: &CoreError) -> Vec<Answer> {
+    replies.map(|r| (r, Err(copy_error(cause)))).collect()
+}
 
 enum Msg {
     Request(Box<Op>, Reply),
-    Audit(Vec<AuditEvent>),
+    /// The audit inbox has events.
+    AuditReady,
     Shutdown,
     /// Tests: the writer stops until the sender of this channel sends or is dropped, so the
     /// messages queued meanwhile all land in the next batch.
@@ -174,10 +209,12 @@ struct Worker {
     conn: Connection,
     receiver: Receiver<Msg>,
     versions: VersionCounter,
-    /// Audit events from the queue not yet committed, oldest first.
+    inbox: Arc<Mutex<Vec<AuditEvent>>>,
+    /// Audit events taken from the inbox and not yet committed, oldest first.
     audit: Vec<AuditEvent>,
     audit_pending: Arc<AtomicUsize>,
     stats: Arc<GroupCommitStats>,
+    auth_epoch: Arc<AtomicU64>,
     stopping: bool,
 }
 
@@ -197,7 +234,11 @@ impl Worker {
                     Err(_) => break,
                 }
             }
-            if messages > 0 || !self.audit.is_empty() {
+            if requests.is_empty() && messages > 0 {
+                self.linger(&mut requests, &mut messages);
+            }
+            self.take_inbox();
+            if !requests.is_empty() || !self.audit.is_empty() {
                 self.commit_batch(requests, messages);
             }
             if self.stopping && messages == 0 {
@@ -238,16 +279,44 @@ impl Worker {
         }
     }
 
+    /// A batch of read audit events only: waits up to [`AUDIT_LINGER`] for more, or for a
+    /// write request, whichever comes first.
+    fn linger(&mut self, requests: &mut Vec<(Op, Reply)>, messages: &mut usize) {
+        let deadline = Instant::now() + AUDIT_LINGER;
+        while requests.is_empty() && *messages < MAX_BATCH && !self.stopping {
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                break;
+            }
+            match self.receiver.recv_timeout(left) {
+                Ok(msg) => self.accept(msg, requests, messages),
+                Err(RecvTimeoutError::Timeout) => break,
+                Err(RecvTimeoutError::Disconnected) => self.stopping = true,
+            }
+        }
+    }
+
+    /// Moves the events queued so far behind those still waiting for a commit.
+    fn take_inbox(&mut self) {
+        // A poisoned inbox only means a panic while pushing: the events in it are still whole.
+        let mut inbox = match self.inbox.lock() {
+            Ok(inbox) => inbox,
+            Err(poison) => poison.into_inner(),
+        };
+        if self.audit.is_empty() {
+            std::mem::swap(&mut self.audit, &mut inbox);
+        } else {
+            self.audit.append(&mut inbox);
+        }
+    }
+
     fn accept(&mut self, msg: Msg, requests: &mut Vec<(Op, Reply)>, messages: &mut usize) {
         match msg {
             Msg::Request(op, reply) => {
                 requests.push((*op, reply));
                 *messages += 1;
             }
-            Msg::Audit(events) => {
-                self.audit.extend(events);
-                *messages += 1;
-            }
+            Msg::AuditReady => *messages += 1,
             Msg::Shutdown => self.stopping = true,
             #[cfg(test)]
             Msg::Hold(release) => {
@@ -261,6 +330,22 @@ impl Worker {
     }
 
     fn commit_batch(&mut self, requests: Vec<(Op, Reply)>, messages: usize) {
+        let changes_auth = requests.iter().any(|(op, _)| op.changes_auth());
+        let answers = self.run_batch(requests, messages);
+        if changes_auth {
+            // After COMMIT (or whatever ended the batch) and before anyone is answered: a
+            // reader that took the old epoch before its query may have read the old state.
+            self.auth_epoch.fetch_add(1, Ordering::SeqCst);
+        }
+        for (reply, result) in answers {
+            // The caller may have gone away (its request was cancelled); the write stands.
+            let _ = reply.send(result);
+        }
+    }
+
+    /// Runs one batch in one transaction and returns every request's answer, to be sent only
+    /// once the batch is over.
+    fn run_batch(&mut self, requests: Vec<(Op, Reply)>, messages: usize) -> Vec<Answer> {
         if !self.conn.is_autocommit() {
             // A transaction left open by a failed COMMIT and a failed ROLLBACK: clear it first.
             let _ = self.conn.execute_batch("ROLLBACK");
@@ -268,22 +353,15 @@ impl Worker {
         if let Err(e) = self.conn.execute_batch("BEGIN IMMEDIATE") {
             tracing::warn!(error = %e, "sqlite writer could not begin a transaction");
             self.stats.record_failure();
-            let cause = from_sqlite(&e);
-            for (_, reply) in requests {
-                let _ = reply.send(Err(copy_error(&cause)));
-            }
-            return;
+            return fail_all(requests.into_iter().map(|(_, r)| r), &from_sqlite(&e));
         }
         if let Err(e) = self.versions.sync(&self.conn) {
             tracing::warn!(error = ?e, "sqlite writer could not read the version counter");
             let _ = self.conn.execute_batch("ROLLBACK");
             self.stats.record_failure();
-            for (_, reply) in requests {
-                let _ = reply.send(Err(copy_error(&e)));
-            }
-            return;
+            return fail_all(requests.into_iter().map(|(_, r)| r), &e);
         }
-        let mut answers: Vec<(Reply, Result<Outcome>)> = Vec::with_capacity(requests.len());
+        let mut answers: Vec<Answer> = Vec::with_capacity(requests.len());
         let mut audit_written = 0;
         let mut requests = requests.into_iter();
         while let Some((op, reply)) = requests.next() {
@@ -299,13 +377,10 @@ impl Worker {
                 };
                 tracing::warn!(error = ?cause, "sqlite batch transaction was rolled back");
                 self.stats.record_failure();
-                let _ = reply.send(result.and_then(|_| Err(copy_error(&cause))));
-                let earlier = answers.into_iter().map(|(r, _)| r);
-                let later = requests.map(|(_, r)| r);
-                for reply in earlier.chain(later) {
-                    let _ = reply.send(Err(copy_error(&cause)));
-                }
-                return;
+                let mut failed = vec![(reply, result.and_then(|_| Err(copy_error(&cause))))];
+                let others = answers.into_iter().map(|(r, _)| r);
+                failed.extend(fail_all(others.chain(requests.map(|(_, r)| r)), &cause));
+                return failed;
             }
             if result.is_ok() {
                 audit_written += events;
@@ -323,10 +398,10 @@ impl Worker {
                 let _ = self.conn.execute_batch("ROLLBACK");
             }
             self.stats.record_failure();
-            for (reply, result) in answers {
-                let _ = reply.send(result.and_then(|_| Err(copy_error(&e))));
-            }
-            return;
+            return answers
+                .into_iter()
+                .map(|(reply, result)| (reply, result.and_then(|_| Err(copy_error(&e)))))
+                .collect();
         }
         self.versions.mark_persisted();
         if queued > 0 {
@@ -338,10 +413,7 @@ impl Worker {
             self.stats
                 .record_commit(messages.max(1), audit_written + queued);
         }
-        for (reply, result) in answers {
-            // The caller may have gone away (its request was cancelled); the write stands.
-            let _ = reply.send(result);
-        }
+        answers
     }
 
     /// Writes the queued audit events in their own savepoint; returns how many were written

@@ -507,6 +507,19 @@ pub trait Backend: Send + Sync + 'static {
 
     async fn authenticate(&self, token_id: &str) -> Result<Option<AuthRecord>>;
 
+    /// A number that changes, before any write is acknowledged, whenever that write may have
+    /// changed what [`Backend::authenticate`] answers for some token (tokens, installations,
+    /// apps, accounts). Only a backend that sees every write to its store can promise that:
+    /// the embedded store, which one process owns. `None` (the default) means it cannot, and
+    /// every request must authenticate against the store itself, as it must when several
+    /// servers share one database.
+    ///
+    /// A caller that reads the epoch *before* `authenticate` may keep the answer for as long as
+    /// the epoch stays the same.
+    fn auth_epoch(&self) -> Option<u64> {
+        None
+    }
+
     /// The wrapped key of a live namespace.
     async fn namespace_key(&self, ns: Ns) -> Result<Option<Vec<u8>>>;
 

@@ -394,6 +394,130 @@ async fn uninstall_and_reinstall_start_empty() {
     assert_eq!(r.body["items"], json!([]));
 }
 
+/// Whatever a server keeps between requests about a token, each change below is seen by the
+/// very next request, even while other requests with the same token keep it in use.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn access_changes_apply_to_the_next_request_however_warm() {
+    let s = std::sync::Arc::new(TestServer::start(bin()).await);
+    let scopes = ["storage:app"];
+    let warm = |t: String| {
+        let s = s.clone();
+        async move {
+            for _ in 0..20 {
+                let r = s.call("GET", "/v1/kv/k", Some(&t), None).await;
+                assert_eq!(r.status, 404, "{r:?}");
+            }
+        }
+    };
+    // Revocation, with the token busy on other connections until the revocation is answered.
+    let t = s.install("app", &scopes, "acct", "inst").await;
+    let issued = s
+        .admin(
+            "POST",
+            "/v1/admin/installations/inst/tokens",
+            Some(&json!({})),
+        )
+        .await;
+    let extra = issued.body["token"].as_str().unwrap().to_owned();
+    let extra_id = issued.body["token_id"].as_str().unwrap().to_owned();
+    warm(extra.clone()).await;
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let busy: Vec<_> = (0..4)
+        .map(|_| {
+            let (s, t, stop) = (s.clone(), extra.clone(), stop.clone());
+            tokio::spawn(async move {
+                while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                    s.call("GET", "/v1/kv/k", Some(&t), None).await;
+                }
+            })
+        })
+        .collect();
+    let r = s
+        .admin("DELETE", &format!("/v1/admin/tokens/{extra_id}"), None)
+        .await;
+    assert_eq!(r.status, 204);
+    for _ in 0..20 {
+        let r = s.call("GET", "/v1/kv/k", Some(&extra), None).await;
+        assert_eq!(r.status, 401, "a revoked token still works: {r:?}");
+    }
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    for b in busy {
+        b.await.unwrap();
+    }
+    // The installation's first token is untouched by the other's revocation.
+    warm(t.clone()).await;
+
+    // Narrowing the app's scopes narrows a warm token at once.
+    s.admin(
+        "PUT",
+        "/v1/admin/apps/app",
+        Some(&json!({"scopes": ["secrets:read"]})),
+    )
+    .await;
+    let r = s.call("GET", "/v1/kv/k", Some(&t), None).await;
+    assert_eq!((r.status, r.code()), (403, Some("forbidden")));
+    s.admin(
+        "PUT",
+        "/v1/admin/apps/app",
+        Some(&json!({"scopes": scopes})),
+    )
+    .await;
+    warm(t.clone()).await;
+
+    // Uninstall, app deletion and account deletion each end a warm token.
+    assert_eq!(
+        s.admin("DELETE", "/v1/admin/installations/inst", None)
+            .await
+            .status,
+        204
+    );
+    assert_eq!(s.call("GET", "/v1/kv/k", Some(&t), None).await.status, 401);
+    let t2 = s.install("app", &scopes, "acct", "inst2").await;
+    warm(t2.clone()).await;
+    assert_eq!(
+        s.admin("DELETE", "/v1/admin/apps/app", None).await.status,
+        204
+    );
+    assert_eq!(s.call("GET", "/v1/kv/k", Some(&t2), None).await.status, 401);
+    let t3 = s.install("app", &scopes, "acct", "inst3").await;
+    warm(t3.clone()).await;
+    assert_eq!(
+        s.admin("DELETE", "/v1/admin/accounts/acct", None)
+            .await
+            .status,
+        204
+    );
+    assert_eq!(s.call("GET", "/v1/kv/k", Some(&t3), None).await.status, 401);
+
+    // A reinstall under the same id: the old warm token stays dead, the new one works.
+    let t4 = s.install("app", &scopes, "acct", "inst3").await;
+    warm(t4.clone()).await;
+    assert_eq!(s.call("GET", "/v1/kv/k", Some(&t3), None).await.status, 401);
+
+    // A warm token that expires stops working on time.
+    let r = s
+        .admin(
+            "POST",
+            "/v1/admin/installations/inst3/tokens",
+            Some(&json!({"ttl_seconds": 2})),
+        )
+        .await;
+    let short = r.body["token"].as_str().unwrap().to_owned();
+    warm(short.clone()).await;
+    tokio::time::sleep(std::time::Duration::from_millis(2100)).await;
+    assert_eq!(
+        s.call("GET", "/v1/kv/k", Some(&short), None).await.status,
+        401
+    );
+    // A forged token with a real token's id is refused, warm or not.
+    let last = if t4.ends_with('A') { "B" } else { "A" };
+    let forged = format!("{}{last}", &t4[..t4.len() - 1]);
+    assert_eq!(
+        s.call("GET", "/v1/kv/k", Some(&forged), None).await.status,
+        401
+    );
+}
+
 #[tokio::test]
 async fn every_access_is_audited_without_values() {
     let s = TestServer::start(bin()).await;

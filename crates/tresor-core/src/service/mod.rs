@@ -9,6 +9,7 @@ mod nodes;
 mod oauth;
 mod records;
 mod refresh;
+mod token_cache;
 
 use std::sync::Arc;
 
@@ -50,6 +51,8 @@ pub struct Service {
     env_admin_mac: Option<[u8; 32]>,
     /// This process in the store's node registry (new at every start).
     node_id: String,
+    /// Verified token state, used only while the backend's auth epoch stands still.
+    tokens: token_cache::TokenCache,
 }
 
 /// What [`Service::check_root_key`] found.
@@ -101,6 +104,7 @@ impl Service {
             limits,
             env_admin_mac,
             node_id: nodes::new_node_id()?,
+            tokens: token_cache::TokenCache::new(token_cache::CAPACITY),
         })
     }
 
