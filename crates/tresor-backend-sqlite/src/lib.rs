@@ -8,6 +8,7 @@
 //! transaction.
 
 mod apply;
+mod checkpoint;
 mod dump;
 mod error;
 mod queries;
@@ -65,7 +66,7 @@ impl Default for SqliteOptions {
 pub struct SqliteBackend {
     path: PathBuf,
     writer: GroupCommitWriter,
-    readers: Arc<ReadPool>,
+    readers: ReadPool,
 }
 
 impl SqliteBackend {
@@ -80,7 +81,7 @@ impl SqliteBackend {
         let conn = schema::open_writer(&path)?;
         // Readers open after the writer, which created the file and switched it to WAL.
         let readers = ReadPool::open(&path, options.read_connections)?;
-        let writer = GroupCommitWriter::start(conn, options.audit_queue_bound)?;
+        let writer = GroupCommitWriter::start(conn, &path, options.audit_queue_bound)?;
         tracing::info!(path = %path.display(), "opened sqlite storage");
         Ok(SqliteBackend {
             path,

@@ -1,12 +1,19 @@
-//! The read pool: a few read-only connections, used on tokio's blocking threads so a query never
-//! stalls an async worker. In WAL mode readers never wait for the writer, and each query sees
-//! the last committed state at its start.
+//! The read pool: a few threads, each owning one read-only connection, so a query never stalls
+//! an async worker. In WAL mode readers never wait for the writer, and each query sees the last
+//! committed state at its start.
+//!
+//! Queries wait in one queue. A thread takes the next one as soon as it is done with the last,
+//! so under load the threads run back to back without being woken; only a query that finds a
+//! thread asleep wakes one (tokio's `spawn_blocking` would wake or spawn a thread for every
+//! query, and allocate a task for it). The answer goes back over a oneshot channel.
 
-use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex};
+use std::collections::VecDeque;
+use std::path::Path;
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+use std::thread::JoinHandle;
 
 use rusqlite::Connection;
-use tokio::sync::Semaphore;
+use tokio::sync::oneshot;
 use tresor_core::CoreError;
 
 use crate::error::poisoned;
@@ -14,64 +21,204 @@ use crate::schema;
 
 type Result<T> = std::result::Result<T, CoreError>;
 
+/// A query with its answer channel, ready to run on any read connection.
+type Job = Box<dyn FnOnce(&Connection) + Send>;
+
 pub(crate) struct ReadPool {
-    path: PathBuf,
-    idle: Mutex<Vec<Connection>>,
-    /// One permit per connection: at most that many reads run at once, the rest wait here,
-    /// asynchronously.
-    permits: Arc<Semaphore>,
+    shared: Arc<Shared>,
+    threads: Mutex<Vec<JoinHandle<()>>>,
+}
+
+struct Shared {
+    state: Mutex<State>,
+    /// Signalled when a job is queued while a thread sleeps, and at close.
+    work: Condvar,
+}
+
+#[derive(Default)]
+struct State {
+    queue: VecDeque<Job>,
+    /// Threads waiting on `work`.
+    sleeping: usize,
+    closed: bool,
 }
 
 impl ReadPool {
-    pub(crate) fn open(path: &Path, size: usize) -> Result<Arc<ReadPool>> {
-        let size = size.max(1);
-        let idle = (0..size)
+    /// Opens `size` read connections (at least one) and starts a thread for each. Fails if a
+    /// connection cannot be opened, before any thread starts.
+    pub(crate) fn open(path: &Path, size: usize) -> Result<ReadPool> {
+        let connections = (0..size.max(1))
             .map(|_| schema::open_reader(path))
             .collect::<Result<Vec<_>>>()?;
-        Ok(Arc::new(ReadPool {
-            path: path.to_owned(),
-            idle: Mutex::new(idle),
-            permits: Arc::new(Semaphore::new(size)),
-        }))
+        let shared = Arc::new(Shared {
+            state: Mutex::new(State::default()),
+            work: Condvar::new(),
+        });
+        let pool = ReadPool {
+            shared: shared.clone(),
+            threads: Mutex::new(Vec::new()),
+        };
+        for (i, conn) in connections.into_iter().enumerate() {
+            let shared = shared.clone();
+            let thread = std::thread::Builder::new()
+                .name(format!("tresor-sqlite-read-{i}"))
+                .spawn(move || shared.serve(conn))
+                .map_err(|e| CoreError::Unavailable(format!("cannot start a read thread: {e}")))?;
+            pool.threads
+                .lock()
+                .map_err(|_| poisoned("read threads"))?
+                .push(thread);
+        }
+        Ok(pool)
     }
 
-    /// Runs `query` on a pooled connection on a blocking thread.
-    pub(crate) async fn run<T, F>(self: &Arc<Self>, query: F) -> Result<T>
+    /// Runs `query` on the next free read connection and waits for its answer.
+    pub(crate) async fn run<T, F>(&self, query: F) -> Result<T>
     where
         T: Send + 'static,
         F: FnOnce(&Connection) -> Result<T> + Send + 'static,
     {
-        let permit = self
-            .permits
-            .clone()
-            .acquire_owned()
+        let (reply, answer) = oneshot::channel();
+        let job: Job = Box::new(move |conn| {
+            // The caller may have gone away; the read changed nothing.
+            let _ = reply.send(query(conn));
+        });
+        self.shared.submit(job)?;
+        answer
             .await
-            .map_err(|_| CoreError::Unavailable("the read pool is closed".into()))?;
-        let pool = self.clone();
-        tokio::task::spawn_blocking(move || {
-            let _permit = permit;
-            let conn = pool.take()?;
-            let result = query(&conn);
-            pool.give_back(conn);
-            result
-        })
-        .await
-        .map_err(|e| CoreError::internal(format!("a read task failed: {e}")))?
+            .map_err(|_| CoreError::internal("a read failed on its thread"))?
+    }
+}
+
+impl Shared {
+    fn lock(&self) -> Result<MutexGuard<'_, State>> {
+        self.state.lock().map_err(|_| poisoned("read queue"))
     }
 
-    /// An idle connection. Holding a permit guarantees one exists, unless a query panicked and
-    /// took its connection with it; then a fresh one replaces it.
-    fn take(&self) -> Result<Connection> {
-        let popped = self.idle.lock().map_err(|_| poisoned("read pool"))?.pop();
-        match popped {
-            Some(conn) => Ok(conn),
-            None => schema::open_reader(&self.path),
+    fn submit(&self, job: Job) -> Result<()> {
+        let wake = {
+            let mut state = self.lock()?;
+            if state.closed {
+                return Err(CoreError::Unavailable("the read pool is closed".into()));
+            }
+            state.queue.push_back(job);
+            state.sleeping > 0
+        };
+        if wake {
+            self.work.notify_one();
+        }
+        Ok(())
+    }
+
+    /// A read thread: runs queued jobs until the pool closes and the queue is empty.
+    fn serve(&self, conn: Connection) {
+        while let Some(job) = self.next_job() {
+            // A panicking query loses only its own answer (its caller sees a failed read); the
+            // thread and its connection go on serving.
+            let ran = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| job(&conn)));
+            if ran.is_err() {
+                tracing::error!("a read query panicked");
+            }
         }
     }
 
-    fn give_back(&self, conn: Connection) {
-        if let Ok(mut idle) = self.idle.lock() {
-            idle.push(conn);
+    fn next_job(&self) -> Option<Job> {
+        let mut state = self.lock().ok()?;
+        loop {
+            if let Some(job) = state.queue.pop_front() {
+                return Some(job);
+            }
+            if state.closed {
+                return None;
+            }
+            state.sleeping += 1;
+            state = self.work.wait(state).ok()?;
+            state.sleeping -= 1;
         }
+    }
+}
+
+impl Drop for ReadPool {
+    /// Closes the queue; the threads finish what is queued and exit on their own (not joined:
+    /// the pool may be dropped on an async thread).
+    fn drop(&mut self) {
+        if let Ok(mut state) = self.shared.state.lock() {
+            state.closed = true;
+        }
+        self.shared.work.notify_all();
+        if let Ok(mut threads) = self.threads.lock() {
+            threads.clear();
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn pool(size: usize) -> (tempfile::TempDir, ReadPool) {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("t.db");
+        rusqlite::Connection::open(&path)
+            .and_then(|c| c.execute_batch("PRAGMA journal_mode = WAL; CREATE TABLE t (x);"))
+            .expect("a database");
+        let pool = ReadPool::open(&path, size).expect("a pool");
+        (dir, pool)
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn many_queries_share_few_threads() {
+        let (_dir, pool) = pool(2);
+        let pool = Arc::new(pool);
+        let tasks: Vec<_> = (0..200)
+            .map(|i| {
+                let pool = pool.clone();
+                tokio::spawn(async move {
+                    pool.run(move |conn| {
+                        let n: i64 = conn
+                            .query_row("SELECT ?1 + 1", [i], |r| r.get(0))
+                            .map_err(|e| crate::error::from_sqlite(&e))?;
+                        Ok((n, std::thread::current().name().map(str::to_owned)))
+                    })
+                    .await
+                })
+            })
+            .collect();
+        let mut threads = std::collections::BTreeSet::new();
+        for (i, t) in tasks.into_iter().enumerate() {
+            let (n, name) = t.await.expect("joined").expect("answered");
+            assert_eq!(n, i as i64 + 1);
+            threads.insert(name.expect("a named thread"));
+        }
+        assert!(threads.len() <= 2, "{threads:?}");
+        assert!(threads.iter().all(|n| n.starts_with("tresor-sqlite-read-")));
+    }
+
+    #[tokio::test]
+    async fn a_panicking_query_fails_alone() {
+        let (_dir, pool) = pool(1);
+        let failed = pool
+            .run(|_| -> Result<()> { panic!("a query that panics") })
+            .await;
+        assert!(failed.is_err());
+        // The only thread survived and serves the next query.
+        let n = pool
+            .run(|conn| {
+                conn.query_row("SELECT 41 + 1", [], |r| r.get::<_, i64>(0))
+                    .map_err(|e| crate::error::from_sqlite(&e))
+            })
+            .await
+            .expect("answered");
+        assert_eq!(n, 42);
+    }
+
+    #[tokio::test]
+    async fn a_closed_pool_refuses_at_once() {
+        let (_dir, pool) = pool(1);
+        pool.shared.lock().expect("state").closed = true;
+        assert!(matches!(
+            pool.run(|_| Ok(())).await,
+            Err(CoreError::Unavailable(_))
+        ));
     }
 }
