@@ -22,7 +22,7 @@ pub(crate) const VERSION_COUNTER: &str = "record_version";
 
 /// How long a connection waits for a lock before it answers "busy". Only checkpoints and a
 /// second process opening the same file can hold one, so this is rarely reached.
-const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
+pub(crate) const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// Opens (creating if needed) the database for the single writer: WAL, `synchronous=FULL`,
 /// `secure_delete=ON`, and migrates it to [`SCHEMA_VERSION`].

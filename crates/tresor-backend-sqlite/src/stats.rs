@@ -17,6 +17,8 @@ pub struct GroupCommitStats {
     last_batch_size: AtomicU64,
     batch_size_sum: AtomicU64,
     batch_size_buckets: [AtomicU64; BATCH_SIZE_BUCKETS.len()],
+    checkpoints_total: AtomicU64,
+    failed_checkpoints_total: AtomicU64,
 }
 
 /// A point-in-time copy of [`GroupCommitStats`].
@@ -38,6 +40,10 @@ pub struct GroupCommitSnapshot {
     /// Per bucket of [`BATCH_SIZE_BUCKETS`]: committed batches whose size is at most that bound
     /// and more than the previous one (not cumulative).
     pub batch_size_buckets: [u64; BATCH_SIZE_BUCKETS.len()],
+    /// WAL checkpoints run by the checkpoint thread.
+    pub checkpoints_total: u64,
+    /// WAL checkpoints that failed (the next one retries).
+    pub failed_checkpoints_total: u64,
 }
 
 impl GroupCommitSnapshot {
@@ -69,7 +75,18 @@ impl GroupCommitStats {
             last_batch_size: load(&self.last_batch_size),
             batch_size_sum: load(&self.batch_size_sum),
             batch_size_buckets: std::array::from_fn(|i| load(&self.batch_size_buckets[i])),
+            checkpoints_total: load(&self.checkpoints_total),
+            failed_checkpoints_total: load(&self.failed_checkpoints_total),
         }
+    }
+
+    pub(crate) fn record_checkpoint(&self, ok: bool) {
+        let counter = if ok {
+            &self.checkpoints_total
+        } else {
+            &self.failed_checkpoints_total
+        };
+        counter.fetch_add(1, Ordering::Relaxed);
     }
 
     pub(crate) fn record_commit(&self, batch_size: usize, audit_events: usize) {

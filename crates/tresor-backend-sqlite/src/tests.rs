@@ -773,3 +773,33 @@ async fn the_auth_epoch_moves_with_access_changes_only() {
     assert!(!b.revoke_token("nope", event("revoke")).await.unwrap());
     assert!(epoch() > e1, "even a write that changed nothing moves it");
 }
+
+#[tokio::test]
+async fn checkpoints_run_off_the_writer_thread() {
+    let dir = tempfile::tempdir().unwrap();
+    let b = open(dir.path());
+    // Well over the checkpoint threshold of WAL pages, in a few dozen commits.
+    for i in 0..60 {
+        let value = vec![u8::try_from(i).unwrap_or(0); 128 * 1024];
+        b.commit(put(1, &format!("k{i}"), Precondition::Any, value))
+            .await
+            .unwrap();
+    }
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    while b.batch_sizes().checkpoints_total == 0 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no checkpoint ran: {:?}",
+            b.batch_sizes()
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(b.batch_sizes().failed_checkpoints_total, 0);
+    // The pages reached the database file itself, not only the log.
+    let main_file_len = std::fs::metadata(dir.path().join(DATABASE_FILE))
+        .unwrap()
+        .len();
+    assert!(main_file_len > 4 * 1024 * 1024, "{main_file_len}");
+    let read = b.read_record(1, StoreKind::Kv, b"k59").await.unwrap();
+    assert_eq!(read.map(|r| r.value.len()), Some(128 * 1024));
+}

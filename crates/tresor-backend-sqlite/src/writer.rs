@@ -8,6 +8,7 @@
 //! request is acknowledged only when it is durable. If `COMMIT` fails, every request of the
 //! batch gets the error.
 
+use std::path::Path;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::mpsc::{self, Receiver, RecvTimeoutError, Sender};
 use std::sync::{Arc, Mutex};
@@ -20,6 +21,7 @@ use tresor_core::CoreError;
 use tresor_core::audit::AuditEvent;
 
 use crate::apply::{self, Op, Outcome, VersionCounter};
+use crate::checkpoint;
 use crate::error::{SqlResultExt, from_sqlite, poisoned};
 use crate::stats::GroupCommitStats;
 
@@ -58,11 +60,17 @@ pub(crate) struct GroupCommitWriter {
 
 impl GroupCommitWriter {
     /// Starts the writer thread over an open, migrated connection.
-    pub(crate) fn start(conn: Connection, audit_bound: usize) -> Result<GroupCommitWriter> {
+    /// Its WAL checkpoints run on a thread of their own ([`checkpoint`]).
+    pub(crate) fn start(
+        mut conn: Connection,
+        path: &Path,
+        audit_bound: usize,
+    ) -> Result<GroupCommitWriter> {
         let versions = VersionCounter::load(&conn)?;
         let (sender, receiver) = mpsc::channel();
         let audit_pending = Arc::new(AtomicUsize::new(0));
         let stats = Arc::new(GroupCommitStats::default());
+        checkpoint::start(path, &mut conn, stats.clone())?;
         let auth_epoch = Arc::new(AtomicU64::new(0));
         let inbox = Arc::new(Mutex::new(Vec::new()));
         let worker = Worker {

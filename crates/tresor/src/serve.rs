@@ -565,5 +565,19 @@ fn group_commit_metrics(s: &GroupCommitSnapshot) -> String {
         "tresor_audit_events_committed_total {}\n",
         s.audit_events_committed_total
     ));
+    out.push_str(
+        "# HELP tresor_sqlite_checkpoints_total WAL checkpoints run off the writer thread.\n",
+    );
+    out.push_str("# TYPE tresor_sqlite_checkpoints_total counter\n");
+    out.push_str(&format!(
+        "tresor_sqlite_checkpoints_total {}\n",
+        s.checkpoints_total
+    ));
+    out.push_str("# HELP tresor_sqlite_checkpoints_failed_total WAL checkpoints that failed.\n");
+    out.push_str("# TYPE tresor_sqlite_checkpoints_failed_total counter\n");
+    out.push_str(&format!(
+        "tresor_sqlite_checkpoints_failed_total {}\n",
+        s.failed_checkpoints_total
+    ));
     out
 }
