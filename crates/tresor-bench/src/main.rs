@@ -129,6 +129,10 @@ struct LoadArgs {
     /// The path of --op static.
     #[arg(long, default_value = "/")]
     path: String,
+    /// The server (--url) already holds this data set from an earlier run: skip putting the
+    /// records, only mint a token per installation (for the 1,000,000-record case).
+    #[arg(long)]
+    reuse_data: bool,
 }
 
 impl LoadArgs {
@@ -138,6 +142,7 @@ impl LoadArgs {
             keys: self.keys.max(1),
             installations: self.installations.clamp(1, self.keys.max(1)),
             value_size: self.value_size,
+            reuse: self.reuse_data,
         }
     }
 
@@ -427,6 +432,7 @@ async fn suite(a: SuiteArgs) -> anyhow::Result<()> {
         rate: None,
         batch_size: 10,
         path: "/".into(),
+        reuse_data: false,
     };
     let bin = server_bin(a.server_bin.clone());
     let mut runs: Vec<suite::Run> = Vec::new();

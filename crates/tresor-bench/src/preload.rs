@@ -72,6 +72,9 @@ pub async fn preload(
     )
     .await?;
 
+    if data.reuse {
+        return Ok(tokens);
+    }
     // Batches: per installation, its keys in chunks of up to 100.
     let per_installation = data.keys.div_ceil(data.installations);
     let chunks_per_installation = per_installation.div_ceil(MAX_BATCH).max(1);

@@ -64,6 +64,9 @@ pub struct DataSet {
     pub keys: usize,
     pub installations: usize,
     pub value_size: usize,
+    /// The records are already in place from an earlier run against the same server: the
+    /// preload only mints a token per installation.
+    pub reuse: bool,
 }
 
 impl DataSet {
@@ -245,6 +248,7 @@ mod tests {
                 keys: 1,
                 installations: 1,
                 value_size: size,
+                reuse: false,
             };
             let v = d.value_json('x');
             assert_eq!(v.len(), size);
@@ -259,6 +263,7 @@ mod tests {
             keys: 10,
             installations: 3,
             value_size: 64,
+            reuse: false,
         };
         let tokens = (0..3)
             .map(|i| HeaderValue::from_str(&format!("Bearer t{i}")).unwrap())
