@@ -399,22 +399,36 @@ async fn a_version_1_database_opens_with_credentials_and_providers() {
     assert!(created);
 }
 
+/// A credential `old` (lease `lease-1` until `lease_until`) written the way schema versions 2 to
+/// 4 store it, with the version counter moved up to its version.
+fn insert_old_credential(
+    conn: &rusqlite::Connection,
+    version: i64,
+    secret: &[u8],
+    lease_until: i64,
+) {
+    conn.execute(
+        "INSERT INTO credentials (ns, key, owner, app_id, provider, kind, version, created_at, \
+         updated_at, scopes, needs_reconsent, metadata, secret, lease_until, lease_id) VALUES \
+         (1, x'6f6c64', 'installation', 'app', 'p', 'oauth2', ?1, 1, 1, '[\"repo\"]', 0, x'01', \
+         ?2, ?3, 'lease-1')",
+        rusqlite::params![version, secret, lease_until],
+    )
+    .expect("an old credential");
+    conn.execute(
+        "UPDATE counters SET value = ?1 WHERE name = 'record_version'",
+        [version],
+    )
+    .expect("the old counter");
+}
+
 #[tokio::test]
 async fn a_version_2_database_opens_with_flows_and_keeps_leases() {
     let dir = tempfile::tempdir().expect("tempdir");
     let held_until = now_millis() + 60_000;
     {
         let conn = schema::create_version(&dir.path().join(DATABASE_FILE), 2).expect("v2");
-        conn.execute(
-            "INSERT INTO credentials (ns, key, owner, app_id, provider, kind, version, \
-             created_at, updated_at, scopes, needs_reconsent, metadata, secret, lease_until, \
-             lease_id) VALUES (1, x'6f6c64', 'installation', 'app', 'p', 'oauth2', 52, 1, 1, \
-             '[\"repo\"]', 0, x'01', x'02', ?1, 'lease-1')",
-            [held_until],
-        )
-        .expect("v2 credential");
-        conn.execute_batch("UPDATE counters SET value = 52 WHERE name = 'record_version';")
-            .expect("v2 counter");
+        insert_old_credential(&conn, 52, &[2], held_until);
     }
     let b = open(dir.path());
     let row = b
@@ -495,16 +509,7 @@ async fn a_version_4_database_moves_values_out_of_the_key_index() {
             [expires],
         )
         .expect("v4 record");
-        conn.execute(
-            "INSERT INTO credentials (ns, key, owner, app_id, provider, kind, version, \
-             created_at, updated_at, scopes, needs_reconsent, metadata, secret, lease_until, \
-             lease_id) VALUES (1, x'6f6c64', 'installation', 'app', 'p', 'oauth2', 42, 1, 1, \
-             '[]', 0, x'01', zeroblob(3000), 7, 'lease-1')",
-            [],
-        )
-        .expect("v4 credential");
-        conn.execute_batch("UPDATE counters SET value = 42 WHERE name = 'record_version';")
-            .expect("v4 counter");
+        insert_old_credential(&conn, 42, &[0; 3000], 7);
     }
     let b = open(dir.path());
     let rec = b

@@ -553,31 +553,32 @@ fn group_commit_metrics(s: &GroupCommitSnapshot) -> String {
         "tresor_group_commit_batch_size_count {}\n",
         s.commits_total
     ));
-    out.push_str("# HELP tresor_group_commit_failed_total Transactions whose commit failed.\n");
-    out.push_str("# TYPE tresor_group_commit_failed_total counter\n");
-    out.push_str(&format!(
-        "tresor_group_commit_failed_total {}\n",
-        s.failed_commits_total
-    ));
-    out.push_str("# HELP tresor_audit_events_committed_total Audit events written.\n");
-    out.push_str("# TYPE tresor_audit_events_committed_total counter\n");
-    out.push_str(&format!(
-        "tresor_audit_events_committed_total {}\n",
-        s.audit_events_committed_total
-    ));
-    out.push_str(
-        "# HELP tresor_sqlite_checkpoints_total WAL checkpoints run off the writer thread.\n",
-    );
-    out.push_str("# TYPE tresor_sqlite_checkpoints_total counter\n");
-    out.push_str(&format!(
-        "tresor_sqlite_checkpoints_total {}\n",
-        s.checkpoints_total
-    ));
-    out.push_str("# HELP tresor_sqlite_checkpoints_failed_total WAL checkpoints that failed.\n");
-    out.push_str("# TYPE tresor_sqlite_checkpoints_failed_total counter\n");
-    out.push_str(&format!(
-        "tresor_sqlite_checkpoints_failed_total {}\n",
-        s.failed_checkpoints_total
-    ));
+    let counters = [
+        (
+            "tresor_group_commit_failed_total",
+            "Transactions whose commit failed.",
+            s.failed_commits_total,
+        ),
+        (
+            "tresor_audit_events_committed_total",
+            "Audit events written.",
+            s.audit_events_committed_total,
+        ),
+        (
+            "tresor_sqlite_checkpoints_total",
+            "WAL checkpoints run off the writer thread.",
+            s.checkpoints_total,
+        ),
+        (
+            "tresor_sqlite_checkpoints_failed_total",
+            "WAL checkpoints that failed.",
+            s.failed_checkpoints_total,
+        ),
+    ];
+    for (name, help, value) in counters {
+        out.push_str(&format!(
+            "# HELP {name} {help}\n# TYPE {name} counter\n{name} {value}\n"
+        ));
+    }
     out
 }

@@ -37,6 +37,10 @@ async fn health_readiness_metrics_and_openapi() {
         "tresor_http_requests_total",
         "tresor_http_request_duration_seconds_bucket",
         "tresor_group_commit_batch_size_bucket",
+        "# TYPE tresor_group_commit_failed_total counter\ntresor_group_commit_failed_total 0\n",
+        "tresor_audit_events_committed_total ",
+        "# TYPE tresor_sqlite_checkpoints_total counter\ntresor_sqlite_checkpoints_total ",
+        "tresor_sqlite_checkpoints_failed_total 0\n",
     ] {
         assert!(r.text.contains(name), "metrics lack {name}");
     }
