@@ -16,6 +16,7 @@ use std::os::raw::c_int;
 use std::path::Path;
 use std::sync::Arc;
 use std::sync::mpsc::{self, Receiver, SyncSender};
+use std::thread::JoinHandle;
 
 use rusqlite::hooks::Wal;
 use rusqlite::{Connection, wal::CheckpointMode};
@@ -36,13 +37,13 @@ pub(crate) fn start(
     path: &Path,
     writer: &mut Connection,
     stats: Arc<GroupCommitStats>,
-) -> Result<(), CoreError> {
+) -> Result<JoinHandle<()>, CoreError> {
     let conn = Connection::open(path).db()?;
     conn.busy_timeout(crate::schema::BUSY_TIMEOUT).db()?;
     conn.pragma_update(None, "synchronous", "FULL").db()?;
     // One pending signal is enough: the checkpoint takes whatever the log holds by then.
     let (signal, signals) = mpsc::sync_channel::<()>(1);
-    std::thread::Builder::new()
+    let thread = std::thread::Builder::new()
         .name("tresor-sqlite-checkpoint".into())
         .spawn(move || run(&conn, &signals, &stats))
         .map_err(|e| CoreError::Unavailable(format!("cannot start the checkpoint thread: {e}")))?;
@@ -51,7 +52,7 @@ pub(crate) fn start(
             hook(&signal, wal, pages)
         }))
         .db()?;
-    Ok(())
+    Ok(thread)
 }
 
 /// Runs after every commit of the writer, with the pages now in the log. Must not fail: the

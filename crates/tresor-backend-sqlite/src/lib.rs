@@ -111,14 +111,21 @@ impl SqliteBackend {
     }
 
     /// Stops taking requests, commits everything already queued (audit events included) and
-    /// joins the writer thread. Later calls answer `Unavailable`. Idempotent.
+    /// joins every thread: the readers first (queued reads still run), then the writer, then the
+    /// checkpoint thread. A last connection then folds the whole log into the database file and
+    /// removes it, so a stopped store is one file. Later calls answer `Unavailable`. Idempotent.
     pub async fn shutdown(&self) {
-        let Some(thread) = self.writer.begin_shutdown() else {
-            return;
-        };
-        let joined = tokio::task::spawn_blocking(move || thread.join()).await;
-        if !matches!(joined, Ok(Ok(()))) {
-            tracing::error!("the sqlite writer thread ended with a panic");
+        let readers = self.readers.close();
+        let writer = self.writer.begin_shutdown();
+        let checkpointer = self.writer.take_checkpointer();
+        let path = self.path.clone();
+        let joined = tokio::task::spawn_blocking(move || {
+            if join_all(readers, writer, checkpointer) {
+                final_checkpoint(&path);
+            }
+        });
+        if joined.await.is_err() {
+            tracing::error!("joining the sqlite threads failed");
         }
     }
 
@@ -131,12 +138,49 @@ impl Drop for SqliteBackend {
     /// Without an explicit [`SqliteBackend::shutdown`], dropping still commits what is queued
     /// and waits for the writer (briefly blocking the dropping thread).
     fn drop(&mut self) {
-        if let Some(thread) = self.writer.begin_shutdown()
-            && thread.join().is_err()
-        {
-            tracing::error!("the sqlite writer thread ended with a panic");
+        let readers = self.readers.close();
+        let joined = join_all(
+            readers,
+            self.writer.begin_shutdown(),
+            self.writer.take_checkpointer(),
+        );
+        if joined {
+            final_checkpoint(&self.path);
         }
     }
+}
+
+/// Checkpoints the whole log into the database file and truncates it; closing this connection,
+/// the only one left, then removes the log. Only a tidy-up: the log is durable either way.
+fn final_checkpoint(path: &Path) {
+    let done = rusqlite::Connection::open(path).and_then(|conn| {
+        conn.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(()))?;
+        conn.close().map_err(|(_, e)| e)
+    });
+    if let Err(e) = done {
+        tracing::warn!(error = %e, "the final checkpoint failed; the log stays beside the database");
+    }
+}
+
+/// Joins the threads in the order [`SqliteBackend::shutdown`] gives; logs the ones that
+/// panicked. Whether the writer was among them (false: an earlier call already stopped it).
+fn join_all(
+    readers: Vec<std::thread::JoinHandle<()>>,
+    writer: Option<std::thread::JoinHandle<()>>,
+    checkpointer: Option<std::thread::JoinHandle<()>>,
+) -> bool {
+    let had_writer = writer.is_some();
+    let named = readers
+        .into_iter()
+        .map(|t| ("read", t))
+        .chain(writer.map(|t| ("writer", t)))
+        .chain(checkpointer.map(|t| ("checkpoint", t)));
+    for (name, thread) in named {
+        if thread.join().is_err() {
+            tracing::error!(thread = name, "a sqlite thread ended with a panic");
+        }
+    }
+    had_writer
 }
 
 /// The writer answered an op with an outcome of another kind: a bug in this crate.

@@ -138,17 +138,27 @@ impl Shared {
     }
 }
 
-impl Drop for ReadPool {
-    /// Closes the queue; the threads finish what is queued and exit on their own (not joined:
-    /// the pool may be dropped on an async thread).
-    fn drop(&mut self) {
+impl ReadPool {
+    /// Closes the queue: later queries are refused, queued ones still run. Hands back the
+    /// threads to join (once); each closes its connection as it exits.
+    pub(crate) fn close(&self) -> Vec<JoinHandle<()>> {
         if let Ok(mut state) = self.shared.state.lock() {
             state.closed = true;
         }
         self.shared.work.notify_all();
-        if let Ok(mut threads) = self.threads.lock() {
-            threads.clear();
+        match self.threads.lock() {
+            Ok(mut threads) => std::mem::take(&mut *threads),
+            Err(poison) => std::mem::take(&mut *poison.into_inner()),
         }
+    }
+}
+
+impl Drop for ReadPool {
+    /// Closes the queue; the threads finish what is queued and exit on their own (not joined
+    /// here: the pool may be dropped on an async thread; [`crate::SqliteBackend::shutdown`]
+    /// joins them).
+    fn drop(&mut self) {
+        self.close();
     }
 }
 

@@ -808,3 +808,31 @@ async fn checkpoints_run_off_the_writer_thread() {
     let read = b.read_record(1, StoreKind::Kv, b"k59").await.unwrap();
     assert_eq!(read.map(|r| r.value.len()), Some(128 * 1024));
 }
+
+#[tokio::test]
+async fn a_clean_shutdown_leaves_no_log_behind() {
+    let dir = tempfile::tempdir().unwrap();
+    let b = open(dir.path());
+    b.commit(put(1, "k", Precondition::Any, vec![7; 4096]))
+        .await
+        .unwrap();
+    assert!(
+        b.read_record(1, StoreKind::Kv, b"k")
+            .await
+            .unwrap()
+            .is_some()
+    );
+    b.shutdown().await;
+    // Every thread and connection is gone: the last one to close folded the log into the
+    // database file and removed it.
+    let wal = dir.path().join(format!("{DATABASE_FILE}-wal"));
+    assert!(!wal.exists(), "the WAL is left behind");
+    assert!(matches!(
+        b.read_record(1, StoreKind::Kv, b"k").await,
+        Err(CoreError::Unavailable(_))
+    ));
+    drop(b);
+    let again = open(dir.path());
+    let rec = again.read_record(1, StoreKind::Kv, b"k").await.unwrap();
+    assert_eq!(rec.map(|r| r.value.len()), Some(4096));
+}

@@ -44,6 +44,8 @@ const AUDIT_RETRY: Duration = Duration::from_millis(200);
 pub(crate) struct GroupCommitWriter {
     sender: Sender<Msg>,
     thread: Mutex<Option<JoinHandle<()>>>,
+    /// The checkpoint thread; it exits once the writer's connection (and its WAL hook) is gone.
+    checkpointer: Mutex<Option<JoinHandle<()>>>,
     closing: AtomicBool,
     /// Audit events enqueued and not yet committed: the queue's bound is on this number, so a
     /// disk that stays full fills the queue and reads fail closed.
@@ -70,7 +72,7 @@ impl GroupCommitWriter {
         let (sender, receiver) = mpsc::channel();
         let audit_pending = Arc::new(AtomicUsize::new(0));
         let stats = Arc::new(GroupCommitStats::default());
-        checkpoint::start(path, &mut conn, stats.clone())?;
+        let checkpointer = checkpoint::start(path, &mut conn, stats.clone())?;
         let auth_epoch = Arc::new(AtomicU64::new(0));
         let inbox = Arc::new(Mutex::new(Vec::new()));
         let worker = Worker {
@@ -91,6 +93,7 @@ impl GroupCommitWriter {
         Ok(GroupCommitWriter {
             sender,
             thread: Mutex::new(Some(thread)),
+            checkpointer: Mutex::new(Some(checkpointer)),
             closing: AtomicBool::new(false),
             audit_pending,
             audit_bound,
@@ -162,6 +165,15 @@ impl GroupCommitWriter {
         match thread.as_ref() {
             Some(t) if !t.is_finished() => Ok(()),
             _ => Err(writer_stopped()),
+        }
+    }
+
+    /// The checkpoint thread to join (once), after the writer thread: its connection is then the
+    /// last one open, and closing it checkpoints the whole log and removes it.
+    pub(crate) fn take_checkpointer(&self) -> Option<JoinHandle<()>> {
+        match self.checkpointer.lock() {
+            Ok(mut t) => t.take(),
+            Err(poison) => poison.into_inner().take(),
         }
     }
 
