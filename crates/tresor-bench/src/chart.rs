@@ -89,30 +89,14 @@ pub fn draw(png: &Path, results: &[RunResult], title: &str, font: &Path) -> anyh
         .y_label_formatter(&|y| format!("{y:.0}"))
         .draw()
         .map_err(|e| anyhow!("{e}"))?;
-    for (i, op) in ops.iter().enumerate() {
-        let color = COLORS[i % COLORS.len()];
-        let points: Vec<(f64, f64)> = series(op)
+    let lines = ops.iter().map(|op| {
+        let points = series(op)
             .iter()
             .map(|r| (r.concurrency as f64, r.rps))
             .collect();
-        chart
-            .draw_series(LineSeries::new(points.clone(), color.stroke_width(2)))
-            .map_err(|e| anyhow!("{e}"))?
-            .label(op.to_uppercase())
-            .legend(move |(x, y)| {
-                PathElement::new(vec![(x, y), (x + 20, y)], color.stroke_width(2))
-            });
-        chart
-            .draw_series(points.iter().map(|p| Circle::new(*p, 3, color.filled())))
-            .map_err(|e| anyhow!("{e}"))?;
-    }
-    chart
-        .configure_series_labels()
-        .background_style(WHITE.mix(0.8))
-        .border_style(BLACK)
-        .position(SeriesLabelPosition::UpperLeft)
-        .draw()
-        .map_err(|e| anyhow!("{e}"))?;
+        (*op, points)
+    });
+    draw_lines(&mut chart, lines)?;
 
     let mut chart = ChartBuilder::on(&right)
         .caption("p99 latency", ("sans-serif", 18))
@@ -129,13 +113,32 @@ pub fn draw(png: &Path, results: &[RunResult], title: &str, font: &Path) -> anyh
         .y_label_formatter(&|y| format!("{y}"))
         .draw()
         .map_err(|e| anyhow!("{e}"))?;
-    for (i, op) in ops.iter().enumerate() {
-        let color = COLORS[i % COLORS.len()];
-        let points: Vec<(f64, f64)> = series(op)
+    let lines = ops.iter().map(|op| {
+        let points = series(op)
             .iter()
             .filter(|r| r.p99_ms > 0.0)
             .map(|r| (r.concurrency as f64, r.p99_ms))
             .collect();
+        (*op, points)
+    });
+    draw_lines(&mut chart, lines)?;
+    root.present()
+        .with_context(|| format!("writing {}", png.display()))?;
+    Ok(())
+}
+
+/// One line with a dot per point for each operation, in its colour, and the legend.
+fn draw_lines<'a, DB, X, Y>(
+    chart: &mut ChartContext<'a, DB, Cartesian2d<X, Y>>,
+    lines: impl Iterator<Item = (&'a str, Vec<(f64, f64)>)>,
+) -> anyhow::Result<()>
+where
+    DB: DrawingBackend + 'a,
+    X: Ranged<ValueType = f64>,
+    Y: Ranged<ValueType = f64>,
+{
+    for (i, (op, points)) in lines.enumerate() {
+        let color = COLORS[i % COLORS.len()];
         chart
             .draw_series(LineSeries::new(points.clone(), color.stroke_width(2)))
             .map_err(|e| anyhow!("{e}"))?
@@ -154,7 +157,5 @@ pub fn draw(png: &Path, results: &[RunResult], title: &str, font: &Path) -> anyh
         .position(SeriesLabelPosition::UpperLeft)
         .draw()
         .map_err(|e| anyhow!("{e}"))?;
-    root.present()
-        .with_context(|| format!("writing {}", png.display()))?;
     Ok(())
 }
