@@ -9,7 +9,7 @@
 
 use std::collections::VecDeque;
 use std::path::Path;
-use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
 use std::thread::JoinHandle;
 
 use rusqlite::Connection;
@@ -91,13 +91,16 @@ impl ReadPool {
 }
 
 impl Shared {
-    fn lock(&self) -> Result<MutexGuard<'_, State>> {
-        self.state.lock().map_err(|_| poisoned("read queue"))
+    /// The queue's state. It is whole even after a panic elsewhere (nothing runs while it is
+    /// held but a push or a pop), so a poisoned lock is taken as is: refusing it would strand
+    /// the queued reads, whose callers would wait forever.
+    fn lock(&self) -> MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
     fn submit(&self, job: Job) -> Result<()> {
         let wake = {
-            let mut state = self.lock()?;
+            let mut state = self.lock();
             if state.closed {
                 return Err(CoreError::Unavailable("the read pool is closed".into()));
             }
@@ -123,7 +126,7 @@ impl Shared {
     }
 
     fn next_job(&self) -> Option<Job> {
-        let mut state = self.lock().ok()?;
+        let mut state = self.lock();
         loop {
             if let Some(job) = state.queue.pop_front() {
                 return Some(job);
@@ -132,7 +135,10 @@ impl Shared {
                 return None;
             }
             state.sleeping += 1;
-            state = self.work.wait(state).ok()?;
+            state = self
+                .work
+                .wait(state)
+                .unwrap_or_else(PoisonError::into_inner);
             state.sleeping -= 1;
         }
     }
@@ -142,9 +148,7 @@ impl ReadPool {
     /// Closes the queue: later queries are refused, queued ones still run. Hands back the
     /// threads to join (once); each closes its connection as it exits.
     pub(crate) fn close(&self) -> Vec<JoinHandle<()>> {
-        if let Ok(mut state) = self.shared.state.lock() {
-            state.closed = true;
-        }
+        self.shared.lock().closed = true;
         self.shared.work.notify_all();
         match self.threads.lock() {
             Ok(mut threads) => std::mem::take(&mut *threads),
@@ -225,7 +229,7 @@ mod tests {
     #[tokio::test]
     async fn a_closed_pool_refuses_at_once() {
         let (_dir, pool) = pool(1);
-        pool.shared.lock().expect("state").closed = true;
+        pool.shared.lock().closed = true;
         assert!(matches!(
             pool.run(|_| Ok(())).await,
             Err(CoreError::Unavailable(_))

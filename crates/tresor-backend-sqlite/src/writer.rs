@@ -11,7 +11,7 @@
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::mpsc::{self, Receiver, RecvTimeoutError, Sender};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, PoisonError};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
@@ -131,7 +131,8 @@ impl GroupCommitWriter {
             return Err(CoreError::Unavailable("audit queue full".into()));
         }
         let first = {
-            let mut inbox = self.inbox.lock().map_err(|_| poisoned("audit inbox"))?;
+            // Whole even after a panic elsewhere (see `take_inbox`).
+            let mut inbox = self.inbox.lock().unwrap_or_else(PoisonError::into_inner);
             let first = inbox.is_empty();
             inbox.extend(events);
             first
@@ -319,10 +320,7 @@ impl Worker {
     /// Moves the events queued so far behind those still waiting for a commit.
     fn take_inbox(&mut self) {
         // A poisoned inbox only means a panic while pushing: the events in it are still whole.
-        let mut inbox = match self.inbox.lock() {
-            Ok(inbox) => inbox,
-            Err(poison) => poison.into_inner(),
-        };
+        let mut inbox = self.inbox.lock().unwrap_or_else(PoisonError::into_inner);
         if self.audit.is_empty() {
             std::mem::swap(&mut self.audit, &mut inbox);
         } else {
