@@ -4,9 +4,10 @@
 //! is bounded: when the database is unreachable for long enough to fill it, `enqueue` refuses
 //! and the request answers 503 rather than run unaudited (fail-closed).
 //!
-//! Ids come from the database clock like those of write transactions; the writer runs at READ
-//! COMMITTED and moves an event to the next free id on a collision (`ON CONFLICT DO NOTHING`),
-//! so it never fails because of a concurrent writer.
+//! Ids come from the database clock like those of write transactions; the writer inserts a
+//! whole batch in one autocommitted statement at READ COMMITTED and moves an event to a later
+//! id on a collision (`ON CONFLICT DO NOTHING`), so it never fails because of a concurrent
+//! writer, and never writes an event twice.
 
 use std::collections::VecDeque;
 use std::sync::Arc;
@@ -141,7 +142,8 @@ async fn run(queue: Arc<AuditQueue>, pool: Pool) {
             tokio::time::sleep(GATHER).await;
             continue;
         }
-        match write(&pool, &batch).await {
+        let mut batch = batch;
+        match write(&pool, &mut batch).await {
             Ok(()) => {}
             Err(e) => {
                 let e = e.into_core();
@@ -156,46 +158,66 @@ async fn run(queue: Arc<AuditQueue>, pool: Pool) {
     }
 }
 
-async fn write(pool: &Pool, events: &[AuditEvent]) -> Result<(), TxError> {
-    let mut client = pool.get().await?;
-    let tx = client.transaction().await?;
-    let micros: i64 = tx.query_one(CLOCK_MICROS_SQL, &[]).await?.try_get(0)?;
-    let stmt = tx
-        .prepare_cached(
-            "INSERT INTO audit (id, time, request_id, token_id, app_id, account_id, \
-             installation_id, operation, store, key, status, remote_addr) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12) \
-             ON CONFLICT (id) DO NOTHING",
-        )
-        .await?;
-    let mut id = micros;
-    for ev in events {
-        loop {
-            let inserted = tx
-                .execute(
-                    &stmt,
-                    &[
-                        &id,
-                        &ev.time,
-                        &ev.request_id,
-                        &ev.token_id,
-                        &ev.app_id,
-                        &ev.account_id,
-                        &ev.installation_id,
-                        &ev.operation,
-                        &ev.store,
-                        &ev.key,
-                        &i32::from(ev.status),
-                        &ev.remote_addr,
-                    ],
-                )
-                .await?;
-            id = id.saturating_add(1);
-            if inserted == 1 {
-                break;
-            }
-        }
+/// Inserts a batch of events in one statement: the columns as arrays, spread into rows by
+/// `unnest` (one round trip and one plan for the whole batch, instead of one per event).
+const INSERT_MANY: &str = "INSERT INTO audit (id, time, request_id, token_id, app_id, \
+    account_id, installation_id, operation, store, key, status, remote_addr) \
+    SELECT * FROM unnest($1::BIGINT[], $2::BIGINT[], $3::TEXT[], $4::TEXT[], $5::TEXT[], \
+    $6::TEXT[], $7::TEXT[], $8::TEXT[], $9::TEXT[], $10::TEXT[], $11::INTEGER[], $12::TEXT[]) \
+    ON CONFLICT (id) DO NOTHING RETURNING id";
+
+/// Writes `events`, removing each from the vector once it is stored, so that after an error
+/// the caller puts back exactly those not yet written. Each statement commits on its own
+/// (READ COMMITTED, autocommit): ids come from the database clock plus the event's place in
+/// the batch, and the events whose id a concurrent transaction took are written again with a
+/// later clock.
+async fn write(pool: &Pool, events: &mut Vec<AuditEvent>) -> Result<(), TxError> {
+    let client = pool.get().await?;
+    let insert = client.prepare_cached(INSERT_MANY).await?;
+    while !events.is_empty() {
+        let micros: i64 = client.query_one(CLOCK_MICROS_SQL, &[]).await?.try_get(0)?;
+        let ids: Vec<i64> = (0..events.len())
+            .map(|i| micros.saturating_add(i64::try_from(i).unwrap_or(i64::MAX)))
+            .collect();
+        let column = |f: fn(&AuditEvent) -> Option<&str>| -> Vec<Option<&str>> {
+            events.iter().map(f).collect()
+        };
+        let times: Vec<i64> = events.iter().map(|e| e.time).collect();
+        let request_ids = column(|e| Some(e.request_id.as_str()));
+        let token_ids = column(|e| e.token_id.as_deref());
+        let app_ids = column(|e| e.app_id.as_deref());
+        let account_ids = column(|e| e.account_id.as_deref());
+        let installation_ids = column(|e| e.installation_id.as_deref());
+        let operations = column(|e| Some(e.operation.as_str()));
+        let stores = column(|e| e.store.as_deref());
+        let keys = column(|e| e.key.as_deref());
+        let statuses: Vec<i32> = events.iter().map(|e| i32::from(e.status)).collect();
+        let remote_addrs = column(|e| e.remote_addr.as_deref());
+        let rows = client
+            .query(
+                &insert,
+                &[
+                    &ids,
+                    &times,
+                    &request_ids,
+                    &token_ids,
+                    &app_ids,
+                    &account_ids,
+                    &installation_ids,
+                    &operations,
+                    &stores,
+                    &keys,
+                    &statuses,
+                    &remote_addrs,
+                ],
+            )
+            .await?;
+        let stored = rows
+            .iter()
+            .map(|r| r.try_get::<_, i64>(0))
+            .collect::<Result<std::collections::HashSet<i64>, _>>()?;
+        let mut ids = ids.into_iter();
+        events.retain(|_| ids.next().is_none_or(|id| !stored.contains(&id)));
     }
-    tx.commit().await?;
     Ok(())
 }

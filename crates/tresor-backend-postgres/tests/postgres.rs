@@ -229,6 +229,50 @@ async fn queued_read_audit_events_reach_the_database_and_shutdown_flushes_them()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn read_audit_events_whose_ids_are_taken_move_on_and_are_written_once() {
+    let url = tresor_test_support::postgres::fresh_database().await;
+    let backend = connect(&url).await;
+    backend.migrate().await.expect("migrate");
+    // Take every fiftieth id of the next ten seconds of the database clock, as concurrent
+    // write transactions would: each batch the queue writes then collides somewhere.
+    let (sql, conn) = tokio_postgres::connect(&url, tokio_postgres::NoTls)
+        .await
+        .expect("connect");
+    tokio::spawn(conn);
+    sql.batch_execute(
+        "INSERT INTO audit (id, time, request_id, operation, status) \
+         SELECT c + 50 * g, 0, 'filler', 'filler', 200 \
+         FROM (SELECT floor(extract(epoch FROM clock_timestamp()) * 1000000)::BIGINT AS c) n, \
+              generate_series(0, 200000) g",
+    )
+    .await
+    .expect("fill");
+    let events: Vec<AuditEvent> = (0..700).map(|i| event(&format!("read.{i}"))).collect();
+    backend.audit_enqueue(events).expect("queued");
+    backend.shutdown().await;
+    assert_eq!(backend.audit_queue_len(), 0);
+    let rows = sql
+        .query(
+            "SELECT operation, count(*) FROM audit WHERE operation <> 'filler' \
+             GROUP BY operation",
+            &[],
+        )
+        .await
+        .expect("count");
+    assert_eq!(rows.len(), 700, "every event is there");
+    assert!(
+        rows.iter().all(|r| r.get::<_, i64>(1) == 1),
+        "no event was written twice"
+    );
+    let fillers: i64 = sql
+        .query_one("SELECT count(*) FROM audit WHERE operation = 'filler'", &[])
+        .await
+        .expect("count")
+        .get(0);
+    assert_eq!(fillers, 200_001, "no taken id was overwritten");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_unreachable_database_is_unavailable_not_a_panic() {
     // A port nothing listens on.
     let err = PostgresBackend::connect(
