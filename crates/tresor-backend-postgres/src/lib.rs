@@ -32,7 +32,7 @@ use tresor_core::audit::{AuditEvent, AuditQuery};
 use tresor_core::backend::{
     AccountRow, AppRow, Applied, AuthRecord, Backend, Commit, CredentialRow, FlowRow,
     InstallOutcome, InstallationRow, ListQuery, NamespaceRow, NewInstallation, NodeRow,
-    ProviderRow, StoredRecord, TokenRow,
+    ProviderRow, StoredKeys, StoredRecord, TokenRow,
 };
 use tresor_core::dump::{Cell, DumpRow, DumpTable};
 use tresor_core::model::{Millis, Ns, StoreKind};
@@ -173,6 +173,29 @@ fn mismatch() -> CoreError {
 /// reported as unavailable if it does.
 fn read<T>(r: std::result::Result<T, TxError>) -> Result<T> {
     r.map_err(TxError::into_core)
+}
+
+/// Read through the pool, before anything is migrated: the start-up check of the root key.
+#[async_trait]
+impl StoredKeys for PostgresBackend {
+    async fn stored_meta_key(&self, name: &str) -> Result<Option<Vec<u8>>> {
+        read(queries::meta_get(&self.client().await?, name).await)
+    }
+
+    async fn namespace_keys_with_prefix(
+        &self,
+        prefix: &[u8],
+        limit: usize,
+    ) -> Result<Vec<NamespaceRow>> {
+        read(queries::namespace_keys_with_prefix(&self.client().await?, prefix, limit).await)
+    }
+
+    async fn namespace_key_without_prefixes(
+        &self,
+        prefixes: &[Vec<u8>],
+    ) -> Result<Option<NamespaceRow>> {
+        read(queries::namespace_key_without_prefixes(&self.client().await?, prefixes).await)
+    }
 }
 
 #[async_trait]

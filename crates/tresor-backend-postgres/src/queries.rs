@@ -14,7 +14,7 @@ use tresor_core::backend::columns::{
 };
 use tresor_core::backend::{
     AccountRow, AppRow, AuthRecord, CredentialRow, CredentialWrite, FlowRow, InstallationRow,
-    ListQuery, NodeRow, ProviderRow, StoredRecord, TokenKind, TokenRow,
+    ListQuery, NamespaceRow, NodeRow, ProviderRow, StoredRecord, TokenKind, TokenRow,
 };
 use tresor_core::model::{Ns, StoreKind};
 
@@ -352,6 +352,55 @@ pub(crate) async fn namespace_key(c: &impl GenericClient, ns: Ns) -> Result<Opti
         .await?;
     let row = c.query_opt(&stmt, &[&ns]).await?;
     Ok(row.map(|r| r.try_get(0)).transpose()?)
+}
+
+/// Up to `limit` namespaces whose wrapped key starts with `prefix`. For the start-up check of
+/// the root key.
+pub(crate) async fn namespace_keys_with_prefix(
+    c: &impl GenericClient,
+    prefix: &[u8],
+    limit: usize,
+) -> Result<Vec<NamespaceRow>> {
+    let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+    let stmt = c
+        .prepare_cached(
+            "SELECT ns, wrapped_key FROM namespaces \
+             WHERE substring(wrapped_key FROM 1 FOR length($1::BYTEA)) = $1::BYTEA LIMIT $2",
+        )
+        .await?;
+    c.query(&stmt, &[&prefix, &limit])
+        .await?
+        .iter()
+        .map(namespace_row)
+        .collect()
+}
+
+/// One namespace whose wrapped key starts with none of `prefixes`: a scan of the namespaces
+/// (small rows), once per start.
+pub(crate) async fn namespace_key_without_prefixes(
+    c: &impl GenericClient,
+    prefixes: &[Vec<u8>],
+) -> Result<Option<NamespaceRow>> {
+    let mut sql = String::from("SELECT ns, wrapped_key FROM namespaces WHERE NOT (FALSE");
+    for n in 1..=prefixes.len() {
+        sql.push_str(&format!(
+            " OR substring(wrapped_key FROM 1 FOR length(${n}::BYTEA)) = ${n}::BYTEA"
+        ));
+    }
+    sql.push_str(") LIMIT 1");
+    let params: Vec<&(dyn tokio_postgres::types::ToSql + Sync)> = prefixes
+        .iter()
+        .map(|p| p as &(dyn tokio_postgres::types::ToSql + Sync))
+        .collect();
+    let row = c.query_opt(sql.as_str(), &params).await?;
+    row.as_ref().map(namespace_row).transpose()
+}
+
+fn namespace_row(r: &Row) -> Result<NamespaceRow> {
+    Ok(NamespaceRow {
+        ns: r.try_get(0)?,
+        wrapped_key: r.try_get(1)?,
+    })
 }
 
 /// The token with its live installation, app and account, in one statement. An installation

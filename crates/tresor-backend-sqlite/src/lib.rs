@@ -11,6 +11,7 @@ mod apply;
 mod checkpoint;
 mod dump;
 mod error;
+mod key_check;
 mod queries;
 mod readers;
 mod schema;
@@ -37,6 +38,7 @@ use crate::apply::{Op, Outcome};
 use crate::readers::ReadPool;
 use crate::writer::GroupCommitWriter;
 
+pub use crate::key_check::ReadOnlyKeys;
 pub use crate::stats::{BATCH_SIZE_BUCKETS, GroupCommitSnapshot, GroupCommitStats};
 
 type Result<T> = std::result::Result<T, CoreError>;

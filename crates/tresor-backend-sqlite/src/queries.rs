@@ -10,7 +10,7 @@ use tresor_core::backend::columns::{
 };
 use tresor_core::backend::{
     AccountRow, AppRow, AuthRecord, CredentialRow, CredentialWrite, FlowRow, InstallationRow,
-    ListQuery, NodeRow, ProviderRow, StoredRecord, TokenKind, TokenRow,
+    ListQuery, NamespaceRow, NodeRow, ProviderRow, StoredRecord, TokenKind, TokenRow,
 };
 use tresor_core::model::{Millis, Ns, StoreKind};
 
@@ -453,6 +453,50 @@ pub(crate) fn namespace_key(conn: &Connection, ns: Ns) -> Result<Option<Vec<u8>>
         .query_row([ns], |r| r.get(0))
         .optional()
         .db()
+}
+
+/// Up to `limit` namespaces whose wrapped key starts with `prefix` (bytes: `substr` of a BLOB
+/// counts bytes). For the start-up check of the root key.
+pub(crate) fn namespace_keys_with_prefix(
+    conn: &Connection,
+    prefix: &[u8],
+    limit: usize,
+) -> Result<Vec<NamespaceRow>> {
+    let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+    conn.prepare_cached(
+        "SELECT ns, wrapped_key FROM namespaces \
+         WHERE substr(wrapped_key, 1, length(?1)) = ?1 LIMIT ?2",
+    )
+    .db()?
+    .query_map(params![prefix, limit], namespace_row)
+    .db()?
+    .collect::<rusqlite::Result<_>>()
+    .db()
+}
+
+/// One namespace whose wrapped key starts with none of `prefixes`. A scan of the namespaces
+/// (small rows), once per start.
+pub(crate) fn namespace_key_without_prefixes(
+    conn: &Connection,
+    prefixes: &[Vec<u8>],
+) -> Result<Option<NamespaceRow>> {
+    let mut sql = String::from("SELECT ns, wrapped_key FROM namespaces WHERE NOT (0");
+    for n in 1..=prefixes.len() {
+        sql.push_str(&format!(" OR substr(wrapped_key, 1, length(?{n})) = ?{n}"));
+    }
+    sql.push_str(") LIMIT 1");
+    conn.prepare(&sql)
+        .db()?
+        .query_row(params_from_iter(prefixes), namespace_row)
+        .optional()
+        .db()
+}
+
+fn namespace_row(r: &Row<'_>) -> rusqlite::Result<NamespaceRow> {
+    Ok(NamespaceRow {
+        ns: r.get(0)?,
+        wrapped_key: r.get(1)?,
+    })
 }
 
 pub(crate) fn namespace_exists(conn: &Connection, ns: Ns) -> Result<bool> {

@@ -102,7 +102,7 @@ fn stored_version(conn: &Connection) -> Result<i64, CoreError> {
     conn.query_row("PRAGMA user_version", [], |r| r.get(0)).db()
 }
 
-fn check_version(conn: &Connection) -> Result<i64, CoreError> {
+pub(crate) fn check_version(conn: &Connection) -> Result<i64, CoreError> {
     let version = stored_version(conn)?;
     if version > SCHEMA_VERSION {
         return Err(CoreError::Unavailable(format!(

@@ -486,6 +486,30 @@ pub enum InstallOutcome {
     AccountMissing,
 }
 
+/// The wrapped keys a store keeps, read without writing anything, for the start-up check of
+/// the root key ([`crate::service::Service::check_root_key`]). A store that is not open for
+/// serving yet implements it too: the embedded store reads a read-only view of its file before
+/// it migrates anything; PostgreSQL reads through its pool before migrating.
+#[async_trait]
+pub trait StoredKeys: Send + Sync {
+    /// A server-wide wrapped key kept in the meta table (the token pepper, the system key).
+    async fn stored_meta_key(&self, name: &str) -> Result<Option<Vec<u8>>>;
+
+    /// Up to `limit` namespaces whose wrapped key starts with `prefix` (the header of one root
+    /// key version).
+    async fn namespace_keys_with_prefix(
+        &self,
+        prefix: &[u8],
+        limit: usize,
+    ) -> Result<Vec<NamespaceRow>>;
+
+    /// One namespace whose wrapped key starts with none of `prefixes`, if any.
+    async fn namespace_key_without_prefixes(
+        &self,
+        prefixes: &[Vec<u8>],
+    ) -> Result<Option<NamespaceRow>>;
+}
+
 /// The storage engine. Implementations: the embedded SQLite backend, PostgreSQL.
 ///
 /// Reads see only live records (`expires_at` is null or after the backend's clock). A commit is

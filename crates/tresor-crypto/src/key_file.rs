@@ -92,12 +92,44 @@ const ENV_ID: &str = "env";
 const KEY_B64_LEN: usize = 44;
 
 /// Parses the file text; the error is the message without the `KeyFile` prefix, so callers can
-/// put the path in front.
+/// put the path in front. A file cut short (a failed copy, a full disk) usually ends without a
+/// newline in the middle of a line, so an error on such a last line says so.
 fn parse_text(text: &str) -> std::result::Result<RootKeyRing, String> {
+    if text.trim().is_empty() {
+        return Err("the file is empty".to_string());
+    }
+    parse_lines(text).map_err(|e| match e {
+        ParseError::Line(n, what) => {
+            let last = text.lines().count();
+            if n == last && !text.ends_with('\n') {
+                format!("line {n}: {what} (the file ends inside this line: is it truncated?)")
+            } else {
+                format!("line {n}: {what}")
+            }
+        }
+        ParseError::NoVersions => {
+            "no key versions after the header (is the file truncated?)".to_string()
+        }
+    })
+}
+
+/// What is wrong with a key file, before the message is worded.
+enum ParseError {
+    /// The line number and the problem.
+    Line(usize, String),
+    NoVersions,
+}
+
+fn parse_lines(text: &str) -> std::result::Result<RootKeyRing, ParseError> {
     let mut lines = text.lines().zip(1usize..);
     match lines.next() {
         Some((HEADER, _)) => {}
-        _ => return Err(format!("line 1: expected the header `{HEADER}`")),
+        _ => {
+            return Err(ParseError::Line(
+                1,
+                format!("expected the header `{HEADER}`"),
+            ));
+        }
     }
     let mut versions: Vec<RootVersion> = Vec::new();
     let mut first_blank: Option<usize> = None;
@@ -107,30 +139,31 @@ fn parse_text(text: &str) -> std::result::Result<RootKeyRing, String> {
             continue;
         }
         if let Some(blank) = first_blank {
-            return Err(format!(
-                "line {blank}: blank line before line {n}; blank lines are only allowed at the end"
+            return Err(ParseError::Line(
+                blank,
+                format!("blank line before line {n}; blank lines are only allowed at the end"),
             ));
         }
         let (id, b64) = line
             .split_once(':')
-            .ok_or_else(|| format!("line {n}: expected ID:BASE64"))?;
+            .ok_or_else(|| ParseError::Line(n, "expected ID:BASE64".to_string()))?;
         if !valid_id(id) {
-            return Err(format!(
-                "line {n}: invalid key id (1 to {MAX_ID_LEN} characters from A-Z a-z 0-9 . _ -)"
+            return Err(ParseError::Line(
+                n,
+                format!("invalid key id (1 to {MAX_ID_LEN} characters from A-Z a-z 0-9 . _ -)"),
             ));
         }
         // The id has passed validation, so it is not key text and may be shown.
         if versions.iter().any(|v| v.id == id) {
-            return Err(format!("line {n}: duplicate key id `{id}`"));
+            return Err(ParseError::Line(n, format!("duplicate key id `{id}`")));
         }
-        let key = decode_key(b64).map_err(|msg| format!("line {n}: {msg}"))?;
+        let key = decode_key(b64).map_err(|msg| ParseError::Line(n, msg))?;
         versions.push(RootVersion {
             id: id.to_string(),
             key,
         });
     }
-    RootKeyRing::from_versions(versions)
-        .ok_or_else(|| "no key versions after the header".to_string())
+    RootKeyRing::from_versions(versions).ok_or(ParseError::NoVersions)
 }
 
 /// Decodes one key. The base64 crate's error would name the offending character, which is key
@@ -347,7 +380,75 @@ mod tests {
         expect_error(&format!("1:{k}\n"), "line 1", &[&k]);
         expect_error(&format!("tresor-root-key v2\n1:{k}\n"), "line 1", &[&k]);
         expect_error(&format!(" {HEADER}\n1:{k}\n"), "line 1", &[&k]);
-        expect_error("", "line 1", &[]);
+    }
+
+    #[test]
+    fn empty_file() {
+        for text in ["", "\n", "  \n\n", "\r\n"] {
+            expect_error(text, "the file is empty", &[]);
+        }
+    }
+
+    /// A key file cut short anywhere is refused, never read as a shorter key, and the error
+    /// says which line and, when the cut falls inside a line, that the file looks truncated.
+    #[test]
+    fn every_truncation_is_refused() {
+        let (a, b) = (b64(&K1), b64(&K2));
+        let full = format!("{HEADER}\n1:{a}\n2:{b}\n");
+        for len in 0..full.len() - 1 {
+            let cut = &full[..len];
+            let err = match RootKeyRing::parse(cut) {
+                // Cut exactly at the end of the first version's line: a valid file of one
+                // version. Only the check against the store (the version it lacks) finds this.
+                Ok(ring) if full[len..].starts_with('\n') || cut.ends_with('\n') => {
+                    assert_eq!(ring.version_ids(), ["1"], "length {len}");
+                    continue;
+                }
+                Ok(ring) => panic!("length {len}: parsed {ring:?}"),
+                Err(e) => e,
+            };
+            let shown = format!("{err} {err:?}");
+            for k in [&K1, &K2] {
+                assert_no_secret(&shown, k);
+            }
+            let inside_a_version_line = len > HEADER.len() + 1;
+            if inside_a_version_line && !cut.ends_with('\n') {
+                assert!(shown.contains("truncated"), "length {len}: {shown}");
+            }
+        }
+        // A complete file without the final newline is still a good file.
+        assert!(RootKeyRing::parse(&full[..full.len() - 1]).is_ok());
+    }
+
+    #[test]
+    fn truncation_is_named() {
+        let k = b64(&K1);
+        expect_error(
+            &format!("{HEADER}\n1:{}", &k[..30]),
+            "line 2: key is not valid base64 (the file ends inside this line: is it truncated?)",
+            &[&k],
+        );
+        expect_error(
+            &format!("{HEADER}\n1:{}\n", &k[..30]),
+            "line 2: key is not valid base64",
+            &[&k],
+        );
+        expect_error(
+            &format!("{HEADER}\n1:{}", &k[..32]),
+            "line 2: key must be 32 bytes, found 24 (the file ends",
+            &[&k],
+        );
+        expect_error(
+            &format!("{HEADER}\n1"),
+            "line 2: expected ID:BASE64 (the file ends",
+            &[],
+        );
+        expect_error(
+            HEADER,
+            "no key versions after the header (is the file truncated?)",
+            &[],
+        );
+        expect_error("tresor-root", "line 1: expected the header", &[]);
     }
 
     #[test]

@@ -80,6 +80,26 @@ impl RootKeyRing {
         DataKey::from_slice(&plain).ok_or(CryptoError::Integrity)
     }
 
+    /// The header that every key wrapped under each version starts with, oldest version first:
+    /// `(id, header)`. Lets a store be asked which of its wrapped keys were made under a version
+    /// (or under none that this ring holds) without any key bytes leaving this crate.
+    pub fn wrapped_headers(&self) -> Vec<(String, Vec<u8>)> {
+        self.versions()
+            .map(|v| {
+                let id = v.id.as_bytes();
+                let mut header = Vec::with_capacity(PREFIX_FIXED_LEN + id.len());
+                // Ids are at most MAX_ID_LEN (32) bytes, so the length always fits a byte.
+                header.extend_from_slice(&[
+                    FORMAT_V1,
+                    ALG_AES256GCM_HKDF_SHA256,
+                    u8::try_from(id.len()).unwrap_or(u8::MAX),
+                ]);
+                header.extend_from_slice(id);
+                (v.id.clone(), header)
+            })
+            .collect()
+    }
+
     /// The root key version id a wrapped key was made with. Reads the header only, so the answer
     /// is unauthenticated until the key is unwrapped.
     pub fn wrapped_version(wrapped: &[u8]) -> Result<String> {
@@ -304,6 +324,18 @@ mod tests {
             ring.unwrap(&wrapped, b""),
             Err(CryptoError::UnsupportedFormat)
         ));
+    }
+
+    #[test]
+    fn wrapped_keys_start_with_their_version_header() {
+        let ring = ring_of(&["1", "2024-b"]);
+        let headers = ring.wrapped_headers();
+        assert_eq!(headers.len(), 2);
+        assert_eq!(headers[0], ("1".to_string(), vec![1, 1, 1, b'1']));
+        let wrapped = ring.wrap(&DataKey::generate().unwrap(), b"c").unwrap();
+        assert!(wrapped.starts_with(&headers[1].1));
+        assert!(!wrapped.starts_with(&headers[0].1));
+        assert_eq!(headers[1].0, "2024-b");
     }
 
     #[test]

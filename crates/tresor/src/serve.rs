@@ -13,12 +13,12 @@ use anyhow::{Context as _, anyhow, bail};
 use secrecy::ExposeSecret as _;
 use tracing::{info, warn};
 use tresor_backend_postgres::PostgresBackend;
-use tresor_backend_sqlite::{GroupCommitSnapshot, SqliteBackend, SqliteOptions};
+use tresor_backend_sqlite::{GroupCommitSnapshot, ReadOnlyKeys, SqliteBackend, SqliteOptions};
 use tresor_core::CoreError;
 use tresor_core::backend::Backend;
 use tresor_core::model::Limits;
 use tresor_core::service::{NODE_HEARTBEAT, RootKeyCheck, Service};
-use tresor_crypto::RootKeyRing;
+use tresor_crypto::{CryptoError, RootKeyRing};
 use tresor_server::{AppState, ExtraMetrics, ListenConfig, Metrics, TlsFiles};
 
 use crate::database::{self, DatabaseArgs, DatabaseUrl, describe};
@@ -36,8 +36,9 @@ pub struct ServeArgs {
     pub data_dir: PathBuf,
     #[command(flatten)]
     pub database: DatabaseArgs,
-    /// Root key file (`tresor keygen FILE` makes one). Default: DIR/root.key, created on first
-    /// start of the embedded store. With --database-url it must be given (or TRESOR_MASTER_KEY):
+    /// Root key file (`tresor keygen FILE` makes one; a file given here is never created).
+    /// Default: DIR/root.key, created on the first start of an empty data directory, never
+    /// beside an existing store. With --database-url it must be given (or TRESOR_MASTER_KEY):
     /// the same file on every server; it is never generated or stored in the database.
     #[arg(long, env = "TRESOR_MASTER_KEY_FILE")]
     pub master_key_file: Option<PathBuf>,
@@ -87,7 +88,7 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
 
     let (storage, root) = match &args.database.database_url {
         Some(url) => open_postgres(&args, url).await?,
-        None => open_embedded(&args)?,
+        None => open_embedded(&args).await?,
     };
     info!(versions = ?root.version_ids(), active = root.active_id(), "root key loaded");
 
@@ -260,14 +261,37 @@ impl Storage {
     }
 }
 
-/// The embedded store: the data directory locked, the root key loaded (created on the first
-/// start), the database opened and migrated.
-fn open_embedded(args: &ServeArgs) -> anyhow::Result<(Storage, Arc<RootKeyRing>)> {
+/// The embedded store, in the order that writes nothing until the root key is known to fit:
+/// the key loaded (or found missing on a first start), the data directory's lock taken if it
+/// has one, the key checked against the database through a read-only view of the file. Every
+/// refusal up to there leaves the directory as it was, byte for byte (no directory, lock file,
+/// key file, `-wal` or migration is created). Only then are the directory, the lock file and,
+/// on the very first start, `DIR/root.key` created, and the database opened and migrated.
+async fn open_embedded(args: &ServeArgs) -> anyhow::Result<(Storage, Arc<RootKeyRing>)> {
     let dir = &args.data_dir;
-    let fresh = !dir.join(DB_FILE).exists();
+    let (key, held) = check_before_writing(args).await.with_context(|| {
+        format!(
+            "refusing to start on the data directory {}, nothing was written",
+            dir.display()
+        )
+    })?;
     create_private_dir(dir)?;
-    let lock = lock_data_dir(dir)?;
-    let root = Arc::new(load_root_key(args, fresh)?);
+    let lock = match held {
+        Some(lock) => lock,
+        None => lock_data_dir(dir)?,
+    };
+    let root = Arc::new(match key {
+        EmbeddedKey::Loaded(ring, _) => ring,
+        EmbeddedKey::FirstStart(path) => {
+            let ring = RootKeyRing::generate_file(&path)
+                .map_err(|e| anyhow!("creating the root key {}: {e}", path.display()))?;
+            warn!(
+                path = %path.display(),
+                "created a root key next to the data; production keys belong elsewhere (--master-key-file)"
+            );
+            ring
+        }
+    });
     let backend = Arc::new(
         SqliteBackend::open(dir, SqliteOptions::default())
             .map_err(|e| anyhow!("{}", describe(&e)))
@@ -302,10 +326,7 @@ async fn open_postgres(
             Ok(RootKeyCheck::NewStore) => {}
             Err(e) => {
                 backend.shutdown().await;
-                let why = match &e {
-                    CoreError::Unavailable(why) => why.clone(),
-                    other => describe(other),
-                };
+                let why = key_refusal(&e);
                 bail!(
                     "refusing to start on {url}, nothing was written: {}",
                     url.scrub(&why)
@@ -335,8 +356,7 @@ async fn open_postgres(
 /// (each server would make its own) and never stored in the database.
 fn load_supplied_root_key(args: &ServeArgs) -> anyhow::Result<RootKeyRing> {
     if let Some(path) = &args.master_key_file {
-        return RootKeyRing::load_file(path)
-            .map_err(|e| anyhow!("root key file {}: {e}", path.display()));
+        return load_key_file(path);
     }
     if let Ok(b64) = std::env::var("TRESOR_MASTER_KEY") {
         return RootKeyRing::from_base64(&b64).map_err(|e| anyhow!("TRESOR_MASTER_KEY: {e}"));
@@ -352,47 +372,146 @@ fn load_supplied_root_key(args: &ServeArgs) -> anyhow::Result<RootKeyRing> {
 const DB_FILE: &str = "tresor.db";
 const ROOT_KEY_FILE: &str = "root.key";
 const ADMIN_TOKEN_FILE: &str = "admin.token";
+const LOCK_FILE: &str = "lock";
 
-fn load_root_key(args: &ServeArgs, fresh: bool) -> anyhow::Result<RootKeyRing> {
+/// Where the embedded store's root key comes from.
+enum EmbeddedKey {
+    /// Given (`--master-key-file`, `TRESOR_MASTER_KEY`) or found at `DIR/root.key`, with
+    /// where it came from, for the messages.
+    Loaded(RootKeyRing, String),
+    /// The very first start: no key anywhere and no store yet, so `DIR/root.key` is created
+    /// (the quick start relies on it). Never when a database exists: a new key would open
+    /// none of its records.
+    FirstStart(PathBuf),
+}
+
+/// Everything the embedded start checks before its first write: the root key, the lock of a
+/// data directory that has one (a running server refuses us before we read its file), and the
+/// key against the store. The lock, if taken, is handed on.
+async fn check_before_writing(
+    args: &ServeArgs,
+) -> anyhow::Result<(EmbeddedKey, Option<std::fs::File>)> {
+    let dir = &args.data_dir;
+    let has_store = dir.join(DB_FILE).exists();
+    let key = embedded_root_key(args, has_store)?;
+    let held = lock_existing_data_dir(dir)?;
+    if let EmbeddedKey::Loaded(root, source) = &key {
+        check_embedded_key(dir, root)
+            .await
+            .with_context(|| format!("checking the root key from {source} against the store"))?;
+    }
+    Ok((key, held))
+}
+
+fn embedded_root_key(args: &ServeArgs, has_store: bool) -> anyhow::Result<EmbeddedKey> {
     if let Some(path) = &args.master_key_file {
-        return RootKeyRing::load_file(path)
-            .map_err(|e| anyhow!("root key file {}: {e}", path.display()));
+        return load_key_file(path).map(|ring| EmbeddedKey::Loaded(ring, key_file_source(path)));
     }
     if let Ok(b64) = std::env::var("TRESOR_MASTER_KEY") {
-        return RootKeyRing::from_base64(&b64).map_err(|e| anyhow!("TRESOR_MASTER_KEY: {e}"));
+        return RootKeyRing::from_base64(&b64)
+            .map(|ring| EmbeddedKey::Loaded(ring, "TRESOR_MASTER_KEY".to_owned()))
+            .map_err(|e| anyhow!("TRESOR_MASTER_KEY: {e}"));
     }
     let path = args.data_dir.join(ROOT_KEY_FILE);
-    if path.exists() {
-        return RootKeyRing::load_file(&path)
-            .map_err(|e| anyhow!("root key file {}: {e}", path.display()));
+    // symlink_metadata: a dangling link is a key file that is missing, not one to create.
+    if std::fs::symlink_metadata(&path).is_ok() {
+        return load_key_file(&path).map(|ring| EmbeddedKey::Loaded(ring, key_file_source(&path)));
     }
-    if !fresh {
+    if has_store {
         bail!(
-            "the data directory {} holds a store but no root key ({} is missing): give \
-             --master-key-file or TRESOR_MASTER_KEY",
-            args.data_dir.display(),
+            "the data directory holds a store but its root key {} is missing; a new key would \
+             open none of its records, so none is generated: restore the key file from its \
+             backup, or give the store's key with --master-key-file FILE (or TRESOR_MASTER_KEY)",
             path.display()
         );
     }
-    let ring = RootKeyRing::generate_file(&path)
-        .map_err(|e| anyhow!("creating the root key {}: {e}", path.display()))?;
-    warn!(
-        path = %path.display(),
-        "created a root key next to the data; production keys belong elsewhere (--master-key-file)"
-    );
-    Ok(ring)
+    Ok(EmbeddedKey::FirstStart(path))
+}
+
+fn key_file_source(path: &Path) -> String {
+    format!("the file {}", path.display())
+}
+
+/// Reads a root key file, saying plainly what is wrong with it (never a byte of it).
+fn load_key_file(path: &Path) -> anyhow::Result<RootKeyRing> {
+    RootKeyRing::load_file(path).map_err(|e| match e {
+        CryptoError::Io(io) if io.kind() == std::io::ErrorKind::NotFound => anyhow!(
+            "the root key file {} does not exist; a key file that is given is never created \
+             (at a wrong path, a new key would open nothing): check the path, or make a key \
+             for a new store with `tresor keygen FILE`",
+            path.display()
+        ),
+        CryptoError::KeyFile(msg) => {
+            let shown = path.display().to_string();
+            let what = msg
+                .strip_prefix(&shown)
+                .and_then(|m| m.strip_prefix(": "))
+                .unwrap_or(&msg);
+            anyhow!(
+                "the root key file {shown} is damaged or not a tresor root key file: {what}; \
+                 restore it from its backup"
+            )
+        }
+        other => anyhow!("cannot read the root key file {}: {other}", path.display()),
+    })
+}
+
+/// Checks the key against the embedded store through a read-only view of its file; a
+/// directory without a migrated database has nothing to check against.
+async fn check_embedded_key(dir: &Path, root: &RootKeyRing) -> anyhow::Result<()> {
+    let view = ReadOnlyKeys::open(dir).map_err(|e| {
+        anyhow!(
+            "reading {} to check the root key: {}",
+            dir.join(DB_FILE).display(),
+            describe(&e)
+        )
+    })?;
+    let Some(view) = view else {
+        return Ok(());
+    };
+    match Service::check_root_key(&view, root).await {
+        Ok(RootKeyCheck::Matches) => {
+            info!("root key matches the store");
+            Ok(())
+        }
+        Ok(RootKeyCheck::NewStore) => Ok(()),
+        Err(e) => Err(anyhow!("{}", key_refusal(&e))),
+    }
+}
+
+/// Why [`Service::check_root_key`] refused a key, as the operator reads it.
+fn key_refusal(e: &CoreError) -> String {
+    match e {
+        CoreError::Unavailable(why) => why.clone(),
+        other => describe(other),
+    }
 }
 
 /// One server per data directory: a second one would share the SQLite file but not the
 /// writer, and its start-up (bootstrap token, root key creation) could race the first.
 pub(crate) fn lock_data_dir(dir: &Path) -> anyhow::Result<std::fs::File> {
-    let path = dir.join("lock");
+    let path = dir.join(LOCK_FILE);
     let file = std::fs::OpenOptions::new()
         .create(true)
         .truncate(false)
         .write(true)
         .open(&path)
         .with_context(|| format!("opening {}", path.display()))?;
+    hold_lock(file, dir, &path)
+}
+
+/// The lock of a data directory that has a lock file already, without creating one: `None`
+/// when there is none (then no server runs there either).
+fn lock_existing_data_dir(dir: &Path) -> anyhow::Result<Option<std::fs::File>> {
+    let path = dir.join(LOCK_FILE);
+    match std::fs::OpenOptions::new().write(true).open(&path) {
+        Ok(file) => hold_lock(file, dir, &path).map(Some),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(e).with_context(|| format!("opening {}", path.display())),
+    }
+}
+
+fn hold_lock(file: std::fs::File, dir: &Path, path: &Path) -> anyhow::Result<std::fs::File> {
     match file.try_lock() {
         Ok(()) => Ok(file),
         Err(std::fs::TryLockError::WouldBlock) => bail!(

@@ -93,6 +93,61 @@ async fn a_wrong_root_key_is_refused_and_the_database_stays_as_it_was() {
     assert_eq!(got.body["value"], "v1");
 }
 
+/// The same check as the embedded store's (it lives in the core): a key file that lacks the
+/// root key version some namespace keys were wrapped with, or holds another key under that id,
+/// is refused although version 1 (the token pepper's) is right.
+#[tokio::test]
+async fn a_key_file_without_the_databases_newer_version_is_refused() {
+    let url = fresh_database().await;
+    let tmp = tempdir();
+    let key = keygen(tmp.path(), "root.key").await;
+    let old_copy = tmp.path().join("old-copy.key");
+    let other_copy = tmp.path().join("other-copy.key");
+    std::fs::copy(&key, &old_copy).unwrap();
+    std::fs::copy(&key, &other_copy).unwrap();
+    let mut server = start(&url, &Key::File(key.clone()), tmp.path(), "v1").await;
+    install(&server).await;
+    assert_eq!(server.terminate(), Some(0), "{}", server.log());
+    for file in [&key, &other_copy] {
+        let out = run(
+            bin(),
+            &[
+                OsStr::new("keygen"),
+                OsStr::new("--add-version"),
+                file.as_os_str(),
+            ],
+            &[],
+        )
+        .await;
+        assert_eq!(out.code, Some(0), "{out:?}");
+    }
+    // A namespace key wrapped under version 2.
+    let mut server = start(&url, &Key::File(key.clone()), tmp.path(), "v2").await;
+    server
+        .install("app", &["storage:app"], "acct2", "inst2")
+        .await;
+    assert_eq!(server.terminate(), Some(0), "{}", server.log());
+    let before = snapshot(&url).await;
+
+    let refusals = [
+        (Key::File(old_copy), "does not hold version `2`"),
+        (
+            Key::File(other_copy),
+            "version `2` of the root key file does not open",
+        ),
+    ];
+    for (key, says) in refusals {
+        let (args, envs) = serve_command(&url, &key, &tmp.path().join("refused"), free_port());
+        let out = run(bin(), &args, &envs).await;
+        assert_ne!(out.code, Some(0), "{key:?}: {out:?}");
+        assert!(out.stderr.contains(says), "{key:?}: {out:?}");
+        assert!(out.stderr.contains("wrong key file"), "{key:?}: {out:?}");
+        assert_eq!(snapshot(&url).await, before, "{key:?} changed the database");
+    }
+    let server = start(&url, &Key::File(key), tmp.path(), "again").await;
+    drop(server);
+}
+
 #[tokio::test]
 async fn migrate_prepares_an_empty_database_for_a_server() {
     let url = fresh_database().await;

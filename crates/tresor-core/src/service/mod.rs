@@ -16,9 +16,9 @@ use std::sync::Arc;
 use tresor_crypto::{RootKeyRing, TokenPepper};
 
 use crate::audit::{AuditEvent, RequestContext};
-use crate::backend::Backend;
+use crate::backend::{Backend, NamespaceRow, StoredKeys};
 use crate::error::{CoreError, Result};
-use crate::keyring::KeyRing;
+use crate::keyring::{KeyRing, namespace_context};
 use crate::model::{Limits, Principal, now_millis};
 
 pub use admin::{Installed, IssuedTokenOut, RecordPage};
@@ -91,11 +91,7 @@ impl Service {
         let stored = backend
             .meta_get_or_insert(SYSTEM_KEY_META, &wrapped)
             .await?;
-        let system_key = root
-            .unwrap(&stored, SYSTEM_KEY_META.as_bytes())
-            .map_err(|_| {
-                CoreError::Unavailable("the system key does not open: wrong key file".into())
-            })?;
+        let system_key = unwrap_system_key(&root, &stored)?;
         Ok(Service {
             backend,
             keys: KeyRing::new(root),
@@ -108,15 +104,72 @@ impl Service {
         })
     }
 
-    /// Checks the root key against a store without writing anything: the check that
-    /// [`Service::open`] makes, for a start-up that must refuse a wrong key before it migrates
-    /// or writes (a shared database). Needs the store's `meta` table, so a store without any
-    /// schema yet is the caller's [`RootKeyCheck::NewStore`] to decide.
-    pub async fn check_root_key(backend: &dyn Backend, root: &RootKeyRing) -> Result<RootKeyCheck> {
-        match backend.meta_get(PEPPER_META).await? {
-            None => Ok(RootKeyCheck::NewStore),
-            Some(stored) => unwrap_pepper(root, &stored).map(|_| RootKeyCheck::Matches),
+    /// Checks the root key against a store without writing anything, so that a start-up
+    /// refuses a wrong, incomplete or foreign key file before it migrates or writes (both
+    /// backends call it first). The store's own wrapped keys are the key check values; no
+    /// separate record is kept:
+    ///
+    /// - the token pepper and the system key (made at the store's first start) must unwrap;
+    /// - every root key version id that wraps a namespace key must be in the ring (a key file
+    ///   from before a `keygen --add-version`, or cut short, lacks the newer version);
+    /// - each such version that neither of the two proves must unwrap one of a few of its
+    ///   namespace keys (two copies of a key file that each had a version added differ there).
+    ///
+    /// A single damaged namespace key under a proven version stops nothing: that namespace
+    /// answers integrity errors and the rest is served. Needs the store's `meta` table, so a
+    /// store without any schema yet is the caller's [`RootKeyCheck::NewStore`] to decide.
+    pub async fn check_root_key(
+        store: &dyn StoredKeys,
+        root: &RootKeyRing,
+    ) -> Result<RootKeyCheck> {
+        let Some(pepper) = store.stored_meta_key(PEPPER_META).await? else {
+            return Ok(RootKeyCheck::NewStore);
+        };
+        unwrap_pepper(root, &pepper)?;
+        let mut proven = vec![RootKeyRing::wrapped_version(&pepper)?];
+        if let Some(system) = store.stored_meta_key(SYSTEM_KEY_META).await? {
+            unwrap_system_key(root, &system)?;
+            proven.push(RootKeyRing::wrapped_version(&system)?);
         }
+
+        let headers = root.wrapped_headers();
+        let prefixes: Vec<Vec<u8>> = headers.iter().map(|(_, h)| h.clone()).collect();
+        if let Some(row) = store.namespace_key_without_prefixes(&prefixes).await? {
+            return Err(CoreError::Unavailable(
+                match RootKeyRing::wrapped_version(&row.wrapped_key) {
+                    Ok(id) => format!(
+                        "the root key file does not hold version `{id}`, which keys of this \
+                         store are wrapped with (a key file from before a version was added, \
+                         or cut short?): wrong key file"
+                    ),
+                    Err(_) => format!(
+                        "the key of namespace {} is not in a format this release reads: the \
+                         store is damaged or was written by a newer release",
+                        row.ns
+                    ),
+                },
+            ));
+        }
+        for (id, header) in &headers {
+            if proven.contains(id) {
+                continue;
+            }
+            let sample = store
+                .namespace_keys_with_prefix(header, KEY_CHECK_SAMPLE)
+                .await?;
+            let opens = |row: &NamespaceRow| {
+                root.unwrap(&row.wrapped_key, &namespace_context(row.ns))
+                    .is_ok()
+            };
+            if !sample.is_empty() && !sample.iter().any(opens) {
+                return Err(CoreError::Unavailable(format!(
+                    "version `{id}` of the root key file does not open the keys of this store \
+                     wrapped with that version (the key file holds another key under the same \
+                     id): wrong key file"
+                )));
+            }
+        }
+        Ok(RootKeyCheck::Matches)
     }
 
     pub fn limits(&self) -> &Limits {
@@ -201,6 +254,15 @@ fn unwrap_pepper(root: &RootKeyRing, stored: &[u8]) -> Result<tresor_crypto::Dat
         )),
     }
 }
+
+fn unwrap_system_key(root: &RootKeyRing, stored: &[u8]) -> Result<tresor_crypto::DataKey> {
+    root.unwrap(stored, SYSTEM_KEY_META.as_bytes())
+        .map_err(|_| CoreError::Unavailable("the system key does not open: wrong key file".into()))
+}
+
+/// How many namespace keys of one root key version the start-up check tries before it calls
+/// the version wrong: one damaged key must not stop the server, a wrong version opens none.
+const KEY_CHECK_SAMPLE: usize = 3;
 
 /// The HTTP status an error answers with, for its audit event.
 pub(crate) fn status_of(e: &CoreError) -> u16 {
