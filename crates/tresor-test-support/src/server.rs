@@ -336,10 +336,27 @@ impl TestServer {
         self.process = Some(Process::spawn(&self.bin, &args, &envs, &log));
     }
 
+    /// Restarts the process over the same data directory (or database), as
+    /// [`TestServer::launch`] does, and waits until `/readyz` answers 200: the store is open and
+    /// reachable. Returns the time from the spawn until then (for crash tests, after
+    /// [`TestServer::kill9`]).
+    pub async fn relaunch_until_ready(&mut self) -> Duration {
+        let started = Instant::now();
+        self.spawn();
+        self.wait_for("/readyz").await;
+        started.elapsed()
+    }
+
     /// Waits (a minute at the most) until the server answers `/healthz`, or for an exact
     /// server `/readyz`; panics with its log if it exits before.
     pub async fn wait_ready(&mut self) {
         let path = if self.exact { "/readyz" } else { "/healthz" };
+        self.wait_for(path).await;
+    }
+
+    /// Waits (a minute at the most) until `path` answers a success; panics with the log if the
+    /// process exits before.
+    async fn wait_for(&mut self, path: &str) {
         let deadline = Instant::now() + Duration::from_secs(60);
         loop {
             if let Ok(r) = self.http.get(self.url(path)).send().await
