@@ -297,6 +297,16 @@ impl Postgres {
         self.dir.path().join(format!("{}.sql", script.name()))
     }
 
+    /// A URL of database `db` on this cluster (as the `postgres` superuser, over TCP).
+    pub fn url(&self, db: &str) -> String {
+        format!("postgres://postgres@127.0.0.1:{}/{db}", self.port)
+    }
+
+    /// Creates an empty database `name` (for tresor's own schema, beside the baseline's table).
+    pub fn create_database(&self, name: &str) -> anyhow::Result<()> {
+        self.psql(&format!("CREATE DATABASE {name}"))
+    }
+
     /// The postmaster's pid.
     pub fn pid(&self) -> Option<u32> {
         let text = std::fs::read_to_string(self.dir.path().join("data/postmaster.pid")).ok()?;

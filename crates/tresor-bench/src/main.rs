@@ -4,13 +4,16 @@
 //! its own data in place through the API, and reports throughput, latency percentiles, errors,
 //! and the server's CPU time and peak RSS (with `--spawn`, which starts the server itself).
 //! `sweep` measures across concurrencies and draws the chart; `nginx` and `pgbench` measure the
-//! baselines; `suite` runs the whole set with its baselines, several times.
+//! baselines; `suite` runs the whole set with its baselines, several times, and
+//! `postgres` does the same for tresor over PostgreSQL against its floor (a minimal axum +
+//! tokio-postgres service, `pg-floor`) and pgbench.
 //!
 //! See BENCHMARKS.md for how the published figures were made.
 
 mod baseline;
 mod chart;
 mod client;
+mod floor;
 mod measure;
 mod preload;
 mod procfs;
@@ -26,6 +29,7 @@ use anyhow::Context;
 use clap::{Args, Parser, Subcommand};
 
 use crate::baseline::{Nginx, PgbenchScript, Postgres, STATIC_PATH};
+use crate::floor::Floor;
 use crate::measure::{Load, Server, measure, prepare, secs, server_bin};
 use crate::report::{RunResult, median_of, write_json};
 use crate::runner::Pace;
@@ -57,6 +61,13 @@ enum Command {
     Pgbench(PgbenchArgs),
     /// The figures: baselines and tresor, --runs times, medians and ratios.
     Suite(SuiteArgs),
+    /// The PostgreSQL figures: pgbench, the floor service and tresor over one throwaway
+    /// cluster, --runs times, medians and ratios.
+    Postgres(SuiteArgs),
+    /// The floor service itself (started by `postgres`; the database URL comes from
+    /// TRESOR_BENCH_FLOOR_DATABASE_URL).
+    #[command(hide = true)]
+    PgFloor(FloorArgs),
     /// Redraw a sweep's chart from its JSON.
     Chart(ChartArgs),
 }
@@ -81,6 +92,10 @@ struct ServerArgs {
     /// Pid of a server given by --url, to report its CPU time and peak RSS.
     #[arg(long)]
     server_pid: Option<u32>,
+    /// With --spawn: run tresor over this PostgreSQL database instead of the embedded store
+    /// (a root key file is made for it in the data directory).
+    #[arg(long, env = "TRESOR_BENCH_DATABASE_URL", hide_env_values = true)]
+    database_url: Option<String>,
 }
 
 impl ServerArgs {
@@ -89,6 +104,7 @@ impl ServerArgs {
             self.spawn,
             &server_bin(self.server_bin.clone()),
             self.data_parent.as_deref(),
+            self.database_url.as_deref(),
             &self.url,
             self.admin_token.clone(),
             self.server_pid,
@@ -273,6 +289,17 @@ struct SuiteArgs {
 }
 
 #[derive(Args)]
+struct FloorArgs {
+    #[arg(long)]
+    listen: std::net::SocketAddr,
+    /// Connections to PostgreSQL (tresor's default pool size).
+    #[arg(long, default_value_t = 16)]
+    pool: usize,
+    #[arg(long, env = "TRESOR_BENCH_FLOOR_DATABASE_URL", hide_env_values = true)]
+    database_url: String,
+}
+
+#[derive(Args)]
 struct ChartArgs {
     /// A sweep's JSON (`--json` of `sweep`).
     json: PathBuf,
@@ -297,6 +324,8 @@ fn main() -> anyhow::Result<()> {
             Command::Nginx(a) => nginx(a).await,
             Command::Pgbench(a) => pgbench(a),
             Command::Suite(a) => suite(a).await,
+            Command::Postgres(a) => postgres(a).await,
+            Command::PgFloor(a) => floor::serve(a.listen, &a.database_url, a.pool).await,
             Command::Chart(a) => {
                 let results: Vec<RunResult> =
                     serde_json::from_str(&std::fs::read_to_string(&a.json)?)?;
@@ -420,8 +449,9 @@ fn pgbench(a: PgbenchArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-async fn suite(a: SuiteArgs) -> anyhow::Result<()> {
-    let load = LoadArgs {
+/// The load of the suites' cases (one installation, the secrets store).
+fn suite_load(a: &SuiteArgs) -> LoadArgs {
+    LoadArgs {
         concurrency: 32,
         value_size: a.value_size,
         keys: a.keys,
@@ -433,7 +463,20 @@ async fn suite(a: SuiteArgs) -> anyhow::Result<()> {
         batch_size: 10,
         path: "/".into(),
         reuse_data: false,
-    };
+    }
+}
+
+/// tresor's cases in a suite: GET, PUT and PATCH at 32 connections, GET and PUT at 1.
+const TRESOR_CASES: [(Op, usize); 5] = [
+    (Op::Get, 32),
+    (Op::Put, 32),
+    (Op::Patch, 32),
+    (Op::Get, 1),
+    (Op::Put, 1),
+];
+
+async fn suite(a: SuiteArgs) -> anyhow::Result<()> {
+    let load = suite_load(&a);
     let bin = server_bin(a.server_bin.clone());
     let mut runs: Vec<suite::Run> = Vec::new();
     for i in 1..=a.runs.max(1) {
@@ -454,22 +497,69 @@ async fn suite(a: SuiteArgs) -> anyhow::Result<()> {
             keep(pg.pgbench(script, 32, secs(a.warmup), secs(a.duration))?);
         }
         pg.stop()?;
-        let server = Server::open(true, &bin, None, "", None, None).await?;
+        let server = Server::open(true, &bin, None, None, "", None, None).await?;
         let prepared = prepare(&server, &load.data(), true).await?;
-        for (op, c) in [
-            (Op::Get, 32),
-            (Op::Put, 32),
-            (Op::Patch, 32),
-            (Op::Get, 1),
-            (Op::Put, 1),
-        ] {
+        for (op, c) in TRESOR_CASES {
             let name = format!("tresor {} c={c}", op.name());
             keep(measure(&prepared, &load.load(op), load.pace(c), name).await?);
         }
         server.stop()?;
         runs.push(run);
     }
-    let md = suite::markdown(&runs);
+    report_suite(&a, &runs, &suite::EMBEDDED)
+}
+
+async fn postgres(a: SuiteArgs) -> anyhow::Result<()> {
+    let load = suite_load(&a);
+    let bin = server_bin(a.server_bin.clone());
+    let mut runs: Vec<suite::Run> = Vec::new();
+    for i in 1..=a.runs.max(1) {
+        eprintln!("run {i} of {}", a.runs.max(1));
+        let mut run = suite::Run::new();
+        let mut keep = |r: RunResult| {
+            println!("{}", r.line());
+            run.insert(r.name.clone(), r);
+        };
+        let pg = Postgres::start(a.pg_bin.as_deref(), a.keys, a.value_size)
+            .context("PostgreSQL baseline")?;
+        for script in [PgbenchScript::Select, PgbenchScript::Upsert] {
+            keep(pg.pgbench(script, 32, secs(a.warmup), secs(a.duration))?);
+        }
+        // The floor, on the baseline's table (the UPSERTs above only rewrote its values).
+        let floor = Floor::start(&pg.url("postgres"), FLOOR_POOL).await?;
+        let prepared = measure::Prepared {
+            target: client::Target::parse(&floor.url).await?,
+            tokens: vec![http::HeaderValue::from_static("Bearer floor")],
+            pid: Some(floor.pid()),
+        };
+        for op in [Op::Get, Op::Put] {
+            let name = format!("floor {} c=32", op.name());
+            keep(measure(&prepared, &load.load(op), load.pace(32), name).await?);
+        }
+        floor.stop()?;
+        // tresor, on its own database in the same cluster.
+        pg.create_database("tresor")?;
+        let server =
+            Server::open(true, &bin, None, Some(&pg.url("tresor")), "", None, None).await?;
+        let prepared = prepare(&server, &load.data(), true).await?;
+        for (op, c) in TRESOR_CASES {
+            let name = format!("tresor-pg {} c={c}", op.name());
+            keep(measure(&prepared, &load.load(op), load.pace(c), name).await?);
+        }
+        server.stop()?;
+        pg.stop()?;
+        runs.push(run);
+    }
+    report_suite(&a, &runs, &suite::POSTGRES)
+}
+
+/// The floor's pool: as many connections as tresor keeps by default
+/// (`--database-max-connections`).
+const FLOOR_POOL: usize = 16;
+
+/// Prints a suite's tables and writes them as Markdown and JSON.
+fn report_suite(a: &SuiteArgs, runs: &[suite::Run], which: &suite::Suite) -> anyhow::Result<()> {
+    let md = suite::markdown(runs, which);
     println!("\n{md}");
     if let Some(path) = &a.markdown {
         std::fs::write(path, &md)?;
@@ -479,8 +569,8 @@ async fn suite(a: SuiteArgs) -> anyhow::Result<()> {
             path,
             &serde_json::json!({
                 "runs": runs,
-                "medians": suite::medians(&runs),
-                "checks": suite::checks(&runs),
+                "medians": suite::medians(runs, which.cases),
+                "checks": (which.checks)(runs),
             }),
         )?;
     }

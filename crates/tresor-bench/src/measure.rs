@@ -27,17 +27,19 @@ pub enum Server {
 }
 
 impl Server {
-    /// Spawns `bin` (over a directory under `data_parent`) or names a running server.
+    /// Spawns `bin` (over a directory under `data_parent`; on PostgreSQL with
+    /// `database_url`) or names a running server.
     pub async fn open(
         spawn: bool,
         bin: &Path,
         data_parent: Option<&Path>,
+        database_url: Option<&str>,
         url: &str,
         admin_token: Option<String>,
         pid: Option<u32>,
     ) -> anyhow::Result<Server> {
         if spawn {
-            let s = SpawnedServer::start(bin, data_parent).await?;
+            let s = SpawnedServer::start(bin, data_parent, database_url).await?;
             eprintln!("spawned {} (pid {}) at {}", bin.display(), s.pid(), s.url);
             Ok(Server::Spawned(s))
         } else {

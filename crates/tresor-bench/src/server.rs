@@ -23,8 +23,14 @@ pub struct SpawnedServer {
 
 impl SpawnedServer {
     /// Starts `bin serve` over a new directory under `parent` (the system's temporary
-    /// directory when `None`), waits until `/readyz` answers 200.
-    pub async fn start(bin: &Path, parent: Option<&Path>) -> anyhow::Result<SpawnedServer> {
+    /// directory when `None`), on the embedded store or, with `database_url`, on that
+    /// PostgreSQL database (with a root key file made by `bin keygen` in the directory), and
+    /// waits until `/readyz` answers 200.
+    pub async fn start(
+        bin: &Path,
+        parent: Option<&Path>,
+        database_url: Option<&str>,
+    ) -> anyhow::Result<SpawnedServer> {
         if !bin.is_file() {
             bail!(
                 "no tresor binary at {} (build it with `cargo build --release -p tresor`, or pass \
@@ -43,12 +49,32 @@ impl SpawnedServer {
         let url = format!("http://127.0.0.1:{port}");
         let admin_token = format!("bench-admin-{}", random_hex(24)?);
         let log = std::fs::File::create(dir.path().join("server.log"))?;
-        let child = Command::new(bin)
-            .arg("serve")
+        let mut cmd = Command::new(bin);
+        cmd.arg("serve")
             .arg("--listen")
             .arg(format!("127.0.0.1:{port}"))
             .arg("--data-dir")
-            .arg(dir.path().join("data"))
+            .arg(dir.path().join("data"));
+        if let Some(url) = database_url {
+            let key = dir.path().join("root.key");
+            let out = Command::new(bin)
+                .arg("keygen")
+                .arg(&key)
+                .stdin(Stdio::null())
+                .output()
+                .with_context(|| format!("running {} keygen", bin.display()))?;
+            if !out.status.success() {
+                bail!(
+                    "{} keygen failed: {}",
+                    bin.display(),
+                    String::from_utf8_lossy(&out.stderr)
+                );
+            }
+            cmd.arg("--master-key-file")
+                .arg(&key)
+                .env("TRESOR_DATABASE_URL", url);
+        }
+        let child = cmd
             .env("TRESOR_ADMIN_TOKEN", &admin_token)
             .stdin(Stdio::null())
             .stdout(log.try_clone()?)

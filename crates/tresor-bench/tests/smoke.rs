@@ -149,3 +149,57 @@ fn open_loop_at_a_fixed_rate() {
     }
     assert_ok(&out["median"]);
 }
+
+/// The PostgreSQL suite, cut to one second per case: pgbench, the floor service and tresor over
+/// one throwaway cluster (from the installed server binaries, as the PostgreSQL tests use).
+#[test]
+fn postgres_suite_with_its_floor() {
+    let dir = tempfile::tempdir().unwrap();
+    let json = dir.path().join("out.json");
+    let out = Command::new(bench_bin())
+        .args([
+            "postgres",
+            "--runs",
+            "1",
+            "--duration",
+            "1",
+            "--warmup",
+            "0",
+        ])
+        .args(["--keys", "200", "--value-size", "256"])
+        .arg("--server-bin")
+        .arg(server_bin())
+        .arg("--json")
+        .arg(&json)
+        .env_remove("TRESOR_ADMIN_TOKEN")
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "tresor-bench postgres failed ({}):\n{}\n{}",
+        out.status,
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let report: Value = serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
+    let medians = report["medians"].as_object().unwrap();
+    for case in [
+        "pgbench select c=32",
+        "pgbench upsert c=32",
+        "floor get c=32",
+        "floor put c=32",
+        "tresor-pg get c=32",
+        "tresor-pg put c=32",
+        "tresor-pg patch c=32",
+        "tresor-pg get c=1",
+        "tresor-pg put c=1",
+    ] {
+        let r = medians.get(case).unwrap_or_else(|| panic!("no {case}"));
+        assert!(r["requests"].as_u64().unwrap() > 0, "{case}: no request");
+        assert_eq!(r["errors"].as_u64(), Some(0), "{case}: errors");
+    }
+    let checks = report["checks"].as_array().unwrap();
+    let targets = checks.iter().filter(|c| c["met"].is_boolean()).count();
+    assert_eq!(targets, 3, "three targets against the floor: {checks:?}");
+    assert_eq!(checks.len(), 7, "and four ratios stated: {checks:?}");
+}
