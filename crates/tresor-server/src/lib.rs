@@ -96,7 +96,7 @@ pub fn router(state: AppState) -> Router {
         let st = state.clone();
         let empty = any(move |req: Request| {
             let st = st.clone();
-            async move { records::empty_key_route(st, req).await }
+            async move { records::empty_key_route(st, store, req).await }
         });
         r = r
             .route(&format!("/v1/{name}"), list)
@@ -200,6 +200,11 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/credentials", get(cred_list))
         .route(
             "/v1/credentials/{key}",
+            get(cred.clone()).put(cred.clone()).delete(cred.clone()),
+        )
+        // An empty key: 400 after authentication and scope, as on the record stores.
+        .route(
+            "/v1/credentials/",
             get(cred.clone()).put(cred.clone()).delete(cred),
         )
         .route("/v1/credentials/{key}/request", post(proxy))

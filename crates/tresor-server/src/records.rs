@@ -41,12 +41,17 @@ pub async fn list_route(state: AppState, store: StoreKind, req: Request) -> Resp
     into_response(list_inner(state, store, ctx, req).await, &rid)
 }
 
-/// `/v1/{store}/`: an empty key (400, after authentication like every validation error).
-pub async fn empty_key_route(state: AppState, req: Request) -> Response {
+/// `/v1/{store}/`: an empty key (400, after authentication and the token's access to the store,
+/// like every validation error).
+pub async fn empty_key_route(state: AppState, store: StoreKind, req: Request) -> Response {
     let ctx = ctx_of(&req);
     let rid = ctx.request_id.clone();
+    let write = !matches!(*req.method(), Method::GET | Method::HEAD);
     let r = match authenticate(&state, &req, &ctx).await {
-        Ok(_) => Err(CoreError::invalid("the key is empty")),
+        Ok(p) => state
+            .service
+            .precheck_store_access(&p, store, write)
+            .and(Err(CoreError::invalid("the key is empty"))),
         Err(e) => Err(e),
     };
     into_response(r, &rid)
