@@ -6,6 +6,7 @@ use subtle::ConstantTimeEq;
 use zeroize::{Zeroize, Zeroizing};
 
 use crate::error::Result;
+use crate::locked::LockedKey;
 use crate::random::fill_random;
 
 /// Length of every symmetric key in tresor.
@@ -14,10 +15,29 @@ pub const KEY_LEN: usize = 32;
 /// A 256-bit symmetric key. Zeroized on drop; `Debug` prints `DataKey([redacted])`.
 ///
 /// The bytes live on the heap so that moving a `DataKey` around does not leave stray copies of
-/// the key on the stack.
-#[derive(Clone)]
+/// the key on the stack; a long-lived key can move into a page of its own locked in memory
+/// ([`DataKey::lock_in_memory`]).
 pub struct DataKey {
-    bytes: Box<Zeroizing<[u8; KEY_LEN]>>,
+    bytes: Home,
+}
+
+enum Home {
+    Heap(Box<Zeroizing<[u8; KEY_LEN]>>),
+    Locked(LockedKey),
+}
+
+impl Clone for DataKey {
+    /// A clone of a locked key is locked too (if the system allows it).
+    fn clone(&self) -> DataKey {
+        match &self.bytes {
+            Home::Heap(b) => DataKey {
+                bytes: Home::Heap(b.clone()),
+            },
+            Home::Locked(k) => DataKey {
+                bytes: Home::Locked(LockedKey::new(k.key()).0),
+            },
+        }
+    }
 }
 
 impl DataKey {
@@ -25,7 +45,9 @@ impl DataKey {
     pub fn generate() -> Result<DataKey> {
         let mut bytes = Box::new(Zeroizing::new([0u8; KEY_LEN]));
         fill_random(&mut bytes[..])?;
-        Ok(DataKey { bytes })
+        Ok(DataKey {
+            bytes: Home::Heap(bytes),
+        })
     }
 
     /// Takes ownership of existing key bytes. The caller's copy of the array is its own to
@@ -34,7 +56,9 @@ impl DataKey {
         let mut boxed = Box::new(Zeroizing::new([0u8; KEY_LEN]));
         boxed.copy_from_slice(&bytes);
         bytes.zeroize();
-        DataKey { bytes: boxed }
+        DataKey {
+            bytes: Home::Heap(boxed),
+        }
     }
 
     /// Copies key bytes straight from a (zeroizing) buffer into the key's heap home, so that no
@@ -45,12 +69,42 @@ impl DataKey {
         }
         let mut boxed = Box::new(Zeroizing::new([0u8; KEY_LEN]));
         boxed.copy_from_slice(bytes);
-        Some(DataKey { bytes: boxed })
+        Some(DataKey {
+            bytes: Home::Heap(boxed),
+        })
+    }
+
+    /// Moves the key into a page of its own and locks that page in memory (`mlock`), so it is
+    /// never written to swap. When the system refuses (`RLIMIT_MEMLOCK`), the key stays usable
+    /// in its own unlocked page and the error says why. Calling it again on a locked key does
+    /// nothing.
+    pub fn lock_in_memory(&mut self) -> std::io::Result<()> {
+        match &self.bytes {
+            Home::Locked(k) if k.is_locked() => Ok(()),
+            Home::Locked(k) => {
+                let (locked, result) = LockedKey::new(k.key());
+                self.bytes = Home::Locked(locked);
+                result
+            }
+            Home::Heap(b) => {
+                let (locked, result) = LockedKey::new(b);
+                self.bytes = Home::Locked(locked);
+                result
+            }
+        }
+    }
+
+    /// Whether the key sits in a page locked in memory.
+    pub fn is_locked_in_memory(&self) -> bool {
+        matches!(&self.bytes, Home::Locked(k) if k.is_locked())
     }
 
     /// The raw key, for the primitives in this crate only.
     pub(crate) fn expose(&self) -> &[u8; KEY_LEN] {
-        &self.bytes
+        match &self.bytes {
+            Home::Heap(b) => b,
+            Home::Locked(k) => k.key(),
+        }
     }
 }
 
@@ -85,6 +139,24 @@ mod tests {
         let generated = DataKey::generate().unwrap();
         let shown = format!("{generated:?}");
         assert_no_secret(&shown, generated.expose());
+    }
+
+    #[test]
+    fn a_locked_key_keeps_its_bytes_and_its_clones_are_locked() {
+        let raw: [u8; 32] = core::array::from_fn(|i| i as u8 ^ 0x5c);
+        let mut key = DataKey::from_bytes(raw);
+        assert!(!key.is_locked_in_memory());
+        // Locking may be refused (RLIMIT_MEMLOCK); the key works either way.
+        let locked = key.lock_in_memory().is_ok();
+        assert_eq!(key.is_locked_in_memory(), locked);
+        assert_eq!(key.expose(), &raw);
+        assert_eq!(key.clone(), DataKey::from_bytes(raw));
+        if locked {
+            assert!(key.clone().is_locked_in_memory());
+            assert!(key.lock_in_memory().is_ok(), "idempotent");
+        }
+        let shown = format!("{key:?}");
+        assert_no_secret(&shown, &raw);
     }
 
     #[test]

@@ -10,6 +10,7 @@ mod derived_aead;
 mod encoding;
 pub mod error;
 mod key_file;
+mod locked;
 pub mod random;
 pub mod record;
 pub mod root_key;

@@ -48,6 +48,24 @@ impl RootKeyRing {
         &self.active.id
     }
 
+    /// Locks the key of every version in memory (see [`DataKey::lock_in_memory`]); the first
+    /// refusal is returned, after every version was tried.
+    pub fn lock_in_memory(&mut self) -> std::io::Result<()> {
+        let mut first = Ok(());
+        for v in self
+            .older
+            .iter_mut()
+            .chain(std::iter::once(&mut self.active))
+        {
+            if let Err(e) = v.key.lock_in_memory()
+                && first.is_ok()
+            {
+                first = Err(e);
+            }
+        }
+        first
+    }
+
     /// All version ids, oldest first; the last is the active one.
     pub fn version_ids(&self) -> Vec<String> {
         self.versions().map(|v| v.id.clone()).collect()

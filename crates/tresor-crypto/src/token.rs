@@ -92,6 +92,11 @@ impl TokenPepper {
         TokenPepper { key }
     }
 
+    /// Locks the pepper in memory (see [`DataKey::lock_in_memory`]).
+    pub fn lock_in_memory(&mut self) -> std::io::Result<()> {
+        self.key.lock_in_memory()
+    }
+
     /// The pepper as a data key, for wrapping it under the root key.
     pub fn as_data_key(&self) -> DataKey {
         self.key.clone()

@@ -202,10 +202,8 @@ fn path_id(path: &str) -> Result<String, CoreError> {
 fn only_fields(body: &Value, allowed: &[&str]) -> Result<(), CoreError> {
     match body {
         Value::Object(o) => {
-            if let Some(k) = o.keys().find(|k| !allowed.contains(&k.as_str())) {
-                return Err(CoreError::invalid(format!(
-                    "unknown field `{k}` in the body"
-                )));
+            if o.keys().any(|k| !allowed.contains(&k.as_str())) {
+                return Err(crate::request::unknown("field in the body", allowed));
             }
             Ok(())
         }

@@ -268,10 +268,11 @@ fn parse_credential_body(body: &[u8]) -> Result<CredentialInput, CoreError> {
         ),
         Some(_) => return Err(CoreError::invalid("`ttl_seconds` must be an integer")),
     };
-    if let Some(k) = obj.keys().next() {
-        return Err(CoreError::invalid(format!(
-            "unknown field `{k}` in the body"
-        )));
+    if !obj.is_empty() {
+        return Err(crate::request::unknown(
+            "field in the body",
+            &["owner", "provider", "secret", "metadata", "ttl_seconds"],
+        ));
     }
     Ok(CredentialInput {
         owner,

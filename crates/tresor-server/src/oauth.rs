@@ -71,8 +71,11 @@ async fn start_inner(state: AppState, req: Request) -> Result<Response, CoreErro
             ));
         }
     };
-    if let Some(k) = store_as.keys().next() {
-        return Err(CoreError::invalid(format!("unknown field `store_as.{k}`")));
+    if !store_as.is_empty() {
+        return Err(crate::request::unknown(
+            "field in `store_as`",
+            &["key", "owner"],
+        ));
     }
     let scopes = match obj.shift_remove("scopes") {
         None | Some(Value::Null) => None,
@@ -91,10 +94,11 @@ async fn start_inner(state: AppState, req: Request) -> Result<Response, CoreErro
         Some(Value::String(s)) => Some(s),
         Some(_) => return Err(CoreError::invalid("`return_to` must be a URL")),
     };
-    if let Some(k) = obj.keys().next() {
-        return Err(CoreError::invalid(format!(
-            "unknown field `{k}` in the body"
-        )));
+    if !obj.is_empty() {
+        return Err(crate::request::unknown(
+            "field in the body",
+            &["provider", "store_as", "scopes", "return_to"],
+        ));
     }
     let started = state
         .service

@@ -346,10 +346,11 @@ async fn ops_inner(
         .shift_remove("ops")
         .ok_or_else(|| CoreError::invalid("the body has no `ops`"))?;
     let ttl = ttl_member(obj.shift_remove("ttl_seconds"))?;
-    if let Some(k) = obj.keys().next() {
-        return Err(CoreError::invalid(format!(
-            "unknown field `{k}` in the body"
-        )));
+    if !obj.is_empty() {
+        return Err(crate::request::unknown(
+            "field in the body",
+            &["ops", "ttl_seconds"],
+        ));
     }
     let ops = tresor_core::field_ops::parse_ops(ops_value)?;
     let out = state
@@ -437,10 +438,11 @@ async fn batch_inner(
     let Some(Value::Array(items)) = obj.shift_remove("ops") else {
         return Err(CoreError::invalid("`ops` must be an array of 1 to 100 ops"));
     };
-    if let Some(k) = obj.keys().next() {
-        return Err(CoreError::invalid(format!(
-            "unknown field `{k}` in the body"
-        )));
+    if !obj.is_empty() {
+        return Err(crate::request::unknown(
+            "field in the body",
+            &["atomic", "ops"],
+        ));
     }
     if items.is_empty() || items.len() > limits.max_batch_ops {
         return Err(CoreError::invalid(format!(
@@ -511,7 +513,8 @@ fn batch_result(r: Result<OpOutput, CoreError>, request_id: &str) -> Result<Valu
     }
 }
 
-fn parse_batch_op(v: Value) -> Result<OpRequest, CoreError> {
+#[doc(hidden)]
+pub fn parse_batch_op(v: Value) -> Result<OpRequest, CoreError> {
     let Value::Object(mut o) = v else {
         return Err(CoreError::invalid("each op must be an object"));
     };
@@ -550,8 +553,19 @@ fn parse_batch_op(v: Value) -> Result<OpRequest, CoreError> {
             ));
         }
     };
-    if let Some(k) = o.keys().next() {
-        return Err(CoreError::invalid(format!("unknown field `{k}`")));
+    if !o.is_empty() {
+        return Err(crate::request::unknown(
+            "field in an op",
+            &[
+                "op",
+                "store",
+                "key",
+                "value",
+                "description",
+                "ttl_seconds",
+                "if_version",
+            ],
+        ));
     }
     // Members an op does not use are refused rather than silently ignored.
     let has_description = description.is_some();
@@ -591,7 +605,12 @@ fn parse_batch_op(v: Value) -> Result<OpRequest, CoreError> {
                 .ok_or_else(|| CoreError::invalid("`patch` needs a `value` (the merge patch)"))?,
             ttl,
         },
-        other => return Err(CoreError::invalid(format!("unknown op `{other}`"))),
+        _ => {
+            return Err(crate::request::unknown(
+                "op",
+                &["get", "exists", "put", "patch", "delete"],
+            ));
+        }
     };
     Ok(OpRequest {
         store,

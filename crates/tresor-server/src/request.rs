@@ -20,6 +20,19 @@ pub fn decode_key(raw: &str) -> Result<RecordKey, CoreError> {
 }
 
 /// Query parameters, each allowed at most once; anything not in `allowed` is a 400.
+/// The error for a name the request may not use (a member of a JSON body, a query parameter, a
+/// store or an op). The name itself is never repeated: whatever a caller put there (a value
+/// pasted into the wrong place, say) must not come back in an error body or reach a log, so the
+/// message lists what is accepted instead.
+pub fn unknown(what: &str, allowed: &[&str]) -> CoreError {
+    let list: Vec<String> = allowed.iter().map(|a| format!("`{a}`")).collect();
+    if list.is_empty() {
+        CoreError::invalid(format!("unknown {what}"))
+    } else {
+        CoreError::invalid(format!("unknown {what} (accepted: {})", list.join(", ")))
+    }
+}
+
 pub fn parse_query(
     query: Option<&str>,
     allowed: &[&str],
@@ -31,7 +44,7 @@ pub fn parse_query(
         let k = decode_component(k)?;
         let v = decode_component(v)?;
         if !allowed.contains(&k.as_str()) {
-            return Err(CoreError::invalid(format!("unknown query parameter `{k}`")));
+            return Err(unknown("query parameter", allowed));
         }
         if out.insert(k.clone(), v).is_some() {
             return Err(CoreError::invalid(format!(

@@ -86,14 +86,18 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         );
     }
 
-    let (storage, root) = match &args.database.database_url {
+    let (storage, mut root) = match &args.database.database_url {
         Some(url) => open_postgres(&args, url).await?,
         None => open_embedded(&args).await?,
+    };
+    let root_locked = match Arc::get_mut(&mut root) {
+        Some(ring) => ring.lock_in_memory(),
+        None => Err(std::io::Error::other("the root key ring is shared")),
     };
     info!(versions = ?root.version_ids(), active = root.active_id(), "root key loaded");
 
     let env_admin = std::env::var("TRESOR_ADMIN_TOKEN").ok();
-    let service = Service::open(
+    let mut service = Service::open(
         storage.backend(),
         root,
         Limits::default(),
@@ -127,6 +131,7 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         );
     }
 
+    report_key_pages(root_locked, service.lock_keys_in_memory());
     let service = Arc::new(service);
     service.register_node().await.map_err(|e| {
         anyhow!(
@@ -548,7 +553,10 @@ fn write_private_file(path: &Path, contents: &[u8]) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Secrets live in this process's memory; a core dump would write them to disk.
+/// Secrets live in this process's memory; a core dump would write them to disk. Also marks the
+/// process not dumpable (`PR_SET_DUMPABLE` 0), which keeps other processes of the same user
+/// from attaching a debugger or reading `/proc/PID/mem`; nothing in tresor reads its own
+/// `/proc/self` files, which this makes root-owned.
 fn disable_core_dumps() {
     let limit = rustix::process::Rlimit {
         current: Some(0),
@@ -557,6 +565,49 @@ fn disable_core_dumps() {
     if let Err(e) = rustix::process::setrlimit(rustix::process::Resource::Core, limit) {
         warn!(error = %e, "could not disable core dumps");
     }
+    if let Err(e) =
+        rustix::process::set_dumpable_behavior(rustix::process::DumpableBehavior::NotDumpable)
+    {
+        warn!(error = %e, "could not mark the process not dumpable");
+    }
+}
+
+/// Says once, loudly, which keys are not locked in memory (they could be written to swap). The
+/// server keeps running either way.
+fn report_key_pages(root: std::io::Result<()>, service: std::io::Result<()>) {
+    let mut refused = Vec::new();
+    let mut why = None;
+    for (keys, result) in [
+        ("the root key ring", root),
+        ("the token pepper and the system key", service),
+    ] {
+        if let Err(e) = result {
+            refused.push(keys);
+            why.get_or_insert(e);
+        }
+    }
+    match why {
+        None => info!(
+            "key pages locked in memory (root key ring, token pepper, system key); \
+             cached namespace keys are not locked"
+        ),
+        Some(e) => warn!(
+            error = %e,
+            memlock_limit = %memlock_limit(),
+            "SECURITY: could not lock key pages in memory; {} may be written to swap. \
+             Raise the locked-memory limit for this process (a few pages are enough: \
+             `ulimit -l 64`, LimitMEMLOCK=64K in a systemd unit, `--ulimit memlock=65536` \
+             for docker) or grant it CAP_IPC_LOCK",
+            refused.join(" and ")
+        ),
+    }
+}
+
+/// `RLIMIT_MEMLOCK` as "soft/hard" bytes, for the warning.
+fn memlock_limit() -> String {
+    let l = rustix::process::getrlimit(rustix::process::Resource::Memlock);
+    let show = |v: Option<u64>| v.map_or_else(|| "unlimited".to_owned(), |b| b.to_string());
+    format!("{}/{}", show(l.current), show(l.maximum))
 }
 
 fn init_logging(format: &str) {

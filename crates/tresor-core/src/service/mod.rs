@@ -104,6 +104,17 @@ impl Service {
         })
     }
 
+    /// Locks the long-lived keys this service holds (the token pepper and the system key) in
+    /// memory, each in a page of its own (see `DataKey::lock_in_memory`). Unwrapped namespace
+    /// keys are not locked: there is one per active namespace, cached and dropped as tenants
+    /// come and go, and a page each would exhaust a default `RLIMIT_MEMLOCK`. Returns the first
+    /// refusal, after both keys were tried.
+    pub fn lock_keys_in_memory(&mut self) -> std::io::Result<()> {
+        let pepper = self.pepper.lock_in_memory();
+        let system = self.system_key.lock_in_memory();
+        pepper.and(system)
+    }
+
     /// Checks the root key against a store without writing anything, so that a start-up
     /// refuses a wrong, incomplete or foreign key file before it migrates or writes (both
     /// backends call it first). The store's own wrapped keys are the key check values; no

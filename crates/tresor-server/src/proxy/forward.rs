@@ -150,10 +150,11 @@ pub fn parse_request(doc: Value) -> Result<ProxyRequest, CoreError> {
         }
         (None, Some(_)) => return Err(CoreError::invalid("`body_base64` must be a string")),
     };
-    if let Some(k) = obj.keys().next() {
-        return Err(CoreError::invalid(format!(
-            "unknown field `{k}` in the body"
-        )));
+    if !obj.is_empty() {
+        return Err(crate::request::unknown(
+            "field in the body",
+            &["method", "path", "query", "headers", "body", "body_base64"],
+        ));
     }
     Ok(ProxyRequest {
         method,
