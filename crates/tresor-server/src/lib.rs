@@ -214,14 +214,19 @@ pub fn router(state: AppState) -> Router {
             get(provider.clone()).put(provider.clone()).delete(provider),
         );
 
-    // Routes of later releases answer plainly instead of 404.
+    // Routes of later releases answer plainly instead of 404, to an admin: like every admin
+    // route, they answer 401 without a valid token and 403 to an installation token first.
     for (path, what) in [
         ("/v1/admin/keys", "root key rotation"),
         ("/v1/admin/keys/rotate", "root key rotation"),
     ] {
+        let st = state.clone();
         r = r.route(
             path,
-            any(move |req: Request| async move { not_available(what, &req) }),
+            any(move |req: Request| {
+                let st = st.clone();
+                async move { not_available(st, what, req).await }
+            }),
         );
     }
 
@@ -234,13 +239,19 @@ pub fn router(state: AppState) -> Router {
         .with_state(state)
 }
 
-fn not_available(what: &'static str, req: &Request) -> Response {
-    let rid = records::ctx_of(req).request_id;
-    error::plain_error(
-        ErrorCode::NotImplemented,
-        &format!("{what} is not available yet in this release"),
-        &rid,
-    )
+async fn not_available(state: AppState, what: &'static str, req: Request) -> Response {
+    let ctx = records::ctx_of(&req);
+    let admin = records::authenticate(&state, &req, &ctx)
+        .await
+        .and_then(|p| p.require_admin());
+    match admin {
+        Ok(()) => error::plain_error(
+            ErrorCode::NotImplemented,
+            &format!("{what} is not available yet in this release"),
+            &ctx.request_id,
+        ),
+        Err(e) => error::ApiError::new(e, &ctx.request_id).into_response(),
+    }
 }
 
 async fn unknown_route(req: Request) -> Response {
