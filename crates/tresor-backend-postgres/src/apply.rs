@@ -275,18 +275,13 @@ async fn apply_commit(t: &mut Tx<'_>, commit: &Commit) -> Result<Vec<Applied>> {
     // The incarnation check of invariant 7, inside the transaction: a racing uninstall on any
     // server either committed before (and this fails) or conflicts with this transaction under
     // SERIALIZABLE (and one of the two is retried, then sees the other).
+    // The attempt counted the guards with its clock reading (`tx::attempt_once`).
     if !commit.guards.is_empty() {
-        let mut guards = commit.guards.clone();
-        guards.sort_unstable();
-        guards.dedup();
-        let found: i64 =
-            t.tx.query_one(
-                "SELECT count(*) FROM namespaces WHERE ns = ANY($1)",
-                &[&guards],
-            )
-            .await?
-            .try_get(0)?;
-        if usize::try_from(found).ok() != Some(guards.len()) {
+        let expected = crate::tx::sorted_guards(&commit.guards).len();
+        let found = t
+            .guards_found
+            .ok_or_else(|| CoreError::internal("the commit's guards were not counted"))?;
+        if usize::try_from(found).ok() != Some(expected) {
             return Err(CoreError::Unauthenticated.into());
         }
     }
