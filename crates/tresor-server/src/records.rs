@@ -292,10 +292,11 @@ fn parse_put_body(
         Some(_) => return Err(CoreError::invalid("`description` must be a string")),
     };
     let ttl = ttl_member(obj.shift_remove("ttl_seconds"))?;
-    if let Some(k) = obj.keys().next() {
-        return Err(CoreError::invalid(format!(
-            "unknown field `{k}` in the body"
-        )));
+    if !obj.is_empty() {
+        return Err(crate::request::unknown(
+            "field in the body",
+            &["value", "description", "ttl_seconds"],
+        ));
     }
     Ok((value, description, ttl))
 }
@@ -526,8 +527,9 @@ pub fn parse_batch_op(v: Value) -> Result<OpRequest, CoreError> {
     };
     let op = take_str(&mut o, "op")?;
     let store_name = take_str(&mut o, "store")?;
-    let store = StoreKind::parse(&store_name)
-        .ok_or_else(|| CoreError::invalid(format!("unknown store `{store_name}`")))?;
+    let store = StoreKind::parse(&store_name).ok_or_else(|| {
+        crate::request::unknown("store", &["secrets", "settings", "kv", "shared"])
+    })?;
     let key = RecordKey::parse(&take_str(&mut o, "key")?)?;
     let value = o.shift_remove("value");
     let description = match o.shift_remove("description") {
