@@ -121,6 +121,9 @@ pub enum CoreError {
     Unavailable(String),
     #[error("the disk is full; nothing was written")]
     InsufficientStorage,
+    /// Over a rate limit; `retry_after_secs` (at least 1) goes into `Retry-After`.
+    #[error("too many requests; retry after {retry_after_secs} s")]
+    RateLimited { retry_after_secs: u64 },
     /// A concurrent writer changed what this operation read; the service retries internally and
     /// this never reaches a client.
     #[error("write conflict")]
@@ -151,6 +154,7 @@ impl CoreError {
             }
             CoreError::Unavailable(_) => ErrorCode::Unavailable,
             CoreError::InsufficientStorage => ErrorCode::InsufficientStorage,
+            CoreError::RateLimited { .. } => ErrorCode::RateLimited,
         }
     }
 

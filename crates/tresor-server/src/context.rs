@@ -1,10 +1,11 @@
 //! Per-request context: the request id (kept from the client when well-formed, otherwise made
-//! here), the remote address, and the middleware that stamps `X-Request-Id` and
+//! here), the client's address (the peer, or what `X-Forwarded-For` says when the peer is a
+//! trusted proxy; see `ratelimit`), and the middleware that stamps `X-Request-Id` and
 //! `Cache-Control` on every answer and turns the router's bare 405s into contract errors.
 
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 
-use axum::extract::{ConnectInfo, Request};
+use axum::extract::{ConnectInfo, Request, State};
 use axum::http::{HeaderName, HeaderValue, StatusCode, header};
 use axum::middleware::Next;
 use axum::response::Response;
@@ -17,8 +18,18 @@ pub static X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 #[derive(Debug, Clone)]
 pub struct Ctx(pub RequestContext);
 
+/// The client's address as resolved by [`stamp`], for the per-address limits; the audit's
+/// `remote_addr` is the same address.
+#[derive(Debug, Clone, Copy)]
+pub struct ClientIp(pub IpAddr);
+
+/// The client's address of a request, if it came over a socket.
+pub fn client_ip(req: &Request) -> Option<IpAddr> {
+    req.extensions().get::<ClientIp>().map(|c| c.0)
+}
+
 /// Gives every request an id and a context, and every answer its id and `no-store`.
-pub async fn stamp(mut req: Request, next: Next) -> Response {
+pub async fn stamp(State(state): State<crate::AppState>, mut req: Request, next: Next) -> Response {
     let request_id = req
         .headers()
         .get(&X_REQUEST_ID)
@@ -26,10 +37,14 @@ pub async fn stamp(mut req: Request, next: Next) -> Response {
         .filter(|v| valid_request_id(v))
         .map(str::to_owned)
         .unwrap_or_else(new_request_id);
-    let remote_addr = req
+    let client = req
         .extensions()
         .get::<ConnectInfo<SocketAddr>>()
-        .map(|c| c.0.ip().to_string());
+        .map(|c| state.rate_limits.client_addr(c.0.ip(), req.headers()));
+    let remote_addr = client.map(|ip| ip.to_string());
+    if let Some(ip) = client {
+        req.extensions_mut().insert(ClientIp(ip));
+    }
     req.extensions_mut().insert(Ctx(RequestContext {
         request_id: request_id.clone(),
         remote_addr,

@@ -1,5 +1,5 @@
 //! The one place where a domain error becomes an HTTP answer: status, code, message, request
-//! id, and the headers some codes carry (`WWW-Authenticate`, `ETag`).
+//! id, and the headers some codes carry (`WWW-Authenticate`, `ETag`, `Retry-After`).
 
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
@@ -81,6 +81,9 @@ impl IntoResponse for ApiError {
                 if let Ok(etag) = HeaderValue::from_str(&format!("\"{v}\"")) {
                     headers.insert(header::ETAG, etag);
                 }
+            }
+            CoreError::RateLimited { retry_after_secs } => {
+                headers.insert(header::RETRY_AFTER, HeaderValue::from(*retry_after_secs));
             }
             _ => {}
         }

@@ -10,6 +10,7 @@ mod metrics;
 mod oauth;
 pub mod openapi;
 pub mod proxy;
+pub mod ratelimit;
 mod records;
 mod render;
 mod request;
@@ -46,6 +47,8 @@ pub struct AppState {
     pub proxy_limits: proxy::forward::ProxyLimits,
     /// The server's public base URL (the OAuth redirect URI is built on it).
     pub public_url: String,
+    /// Rate limits and the trusted proxies whose `X-Forwarded-For` names the client.
+    pub rate_limits: Arc<ratelimit::RateLimits>,
 }
 
 /// How to listen.
@@ -235,7 +238,10 @@ pub fn router(state: AppState) -> Router {
             state.clone(),
             metrics::track,
         ))
-        .layer(axum::middleware::from_fn(context::stamp))
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            context::stamp,
+        ))
         .with_state(state)
 }
 

@@ -1,5 +1,5 @@
 //! Prometheus metrics: requests by route template, method and status, and latency histograms
-//! with explicit buckets. Labels never carry a tenant id or a key: routes are templates.
+//! with explicit buckets, and the requests each kind of rate limit refused. Labels never carry a tenant id or a key: routes are templates.
 
 use std::time::Instant;
 
@@ -22,6 +22,7 @@ pub struct Metrics {
     registry: Registry,
     requests: IntCounterVec,
     latency: HistogramVec,
+    rate_limited: IntCounterVec,
 }
 
 impl Metrics {
@@ -42,13 +43,30 @@ impl Metrics {
             .buckets(LATENCY_BUCKETS.to_vec()),
             &["route", "method"],
         )?;
+        let rate_limited = IntCounterVec::new(
+            Opts::new(
+                "tresor_rate_limited_total",
+                "Requests refused with 429 by a rate limit, by the kind of limit",
+            ),
+            &["kind"],
+        )?;
+        for kind in crate::ratelimit::LimitKind::ALL {
+            rate_limited.with_label_values(&[kind.as_str()]);
+        }
         registry.register(Box::new(requests.clone()))?;
+        registry.register(Box::new(rate_limited.clone()))?;
         registry.register(Box::new(latency.clone()))?;
         Ok(Metrics {
             registry,
             requests,
             latency,
+            rate_limited,
         })
+    }
+
+    /// One request refused by a limit of `kind` (the label is the kind, never an id or address).
+    pub fn count_rate_limited(&self, kind: crate::ratelimit::LimitKind) {
+        self.rate_limited.with_label_values(&[kind.as_str()]).inc();
     }
 
     /// The text exposition format 0.0.4.

@@ -175,6 +175,24 @@ async fn flow_inner(state: AppState, req: Request) -> Result<Response, CoreError
 /// `GET /v1/oauth/callback`: the user's browser lands here from the provider.
 pub async fn callback_route(state: AppState, req: Request) -> Response {
     let ctx = ctx_of(&req);
+    // Before anything is read: the per-address limit, answered like the callback's other
+    // refusals (a page for the browser) and audited as they are.
+    if let Some(ip) = crate::context::client_ip(&req)
+        && let Err(secs) = state.rate_limits.check_oauth_callback(ip)
+    {
+        state
+            .metrics
+            .count_rate_limited(crate::ratelimit::LimitKind::OauthCallback);
+        let _ = state.service.audit_callback_refusal(&ctx, 429);
+        let mut resp = page(
+            StatusCode::TOO_MANY_REQUESTS,
+            "Sign-in failed",
+            "Too many attempts from this address; try again later.",
+        );
+        resp.headers_mut()
+            .insert(header::RETRY_AFTER, HeaderValue::from(secs));
+        return resp;
+    }
     let q = match parse_query(
         req.uri().query(),
         &[

@@ -78,6 +78,8 @@ fn into_response(r: Result<Response, CoreError>, request_id: &str) -> Response {
     }
 }
 
+/// The bearer token of the request as a principal, within the rate limits (see
+/// `ratelimit::authenticate`).
 pub fn authenticate<'a>(
     state: &'a AppState,
     req: &Request,
@@ -88,7 +90,8 @@ pub fn authenticate<'a>(
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
         .map(str::to_owned);
-    async move { state.service.authenticate(auth.as_deref(), ctx).await }
+    let client = crate::context::client_ip(req);
+    async move { crate::ratelimit::authenticate(state, auth.as_deref(), client, ctx).await }
 }
 
 /// The raw key segment of a `/v1/{store}/{key}[/ops]` path.

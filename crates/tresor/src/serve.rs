@@ -1,7 +1,7 @@
 //! `tresor serve`: the server's flags and environment variables (the contract's "Running the
 //! server"), start-up over the embedded store or over PostgreSQL (the root key checked before
-//! anything is migrated or written), this process's node registration, the background loops,
-//! and graceful shutdown.
+//! anything is migrated or written), this process's node registration (which also sets the
+//! share of the rate limits this server enforces), the background loops, and graceful shutdown.
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -17,8 +17,9 @@ use tresor_backend_sqlite::{GroupCommitSnapshot, ReadOnlyKeys, SqliteBackend, Sq
 use tresor_core::CoreError;
 use tresor_core::backend::Backend;
 use tresor_core::model::Limits;
-use tresor_core::service::{NODE_HEARTBEAT, RootKeyCheck, Service};
+use tresor_core::service::{NODE_HEARTBEAT, RootKeyCheck, Service, live_node_count};
 use tresor_crypto::{CryptoError, RootKeyRing};
+use tresor_server::ratelimit::{Cidr, Rate, RateLimitConfig, RateLimits};
 use tresor_server::{AppState, ExtraMetrics, ListenConfig, Metrics, TlsFiles};
 
 use crate::database::{self, DatabaseArgs, DatabaseUrl, describe};
@@ -66,6 +67,62 @@ pub struct ServeArgs {
     /// Log format.
     #[arg(long, env = "TRESOR_LOG_FORMAT", default_value = "text", value_parser = ["text", "json"])]
     pub log_format: String,
+    /// Requests per second each installation may make, over all servers together (answered
+    /// 429 `rate_limited` with `Retry-After` beyond). Off when unset.
+    #[arg(long, env = "TRESOR_RATE_LIMIT_PER_INSTALLATION", value_name = "R", value_parser = positive_rate)]
+    pub rate_limit_per_installation: Option<f64>,
+    /// Requests an installation may make at once above its rate. Default: one second's worth
+    /// (at least 1).
+    #[arg(long, env = "TRESOR_RATE_LIMIT_BURST", value_name = "N", requires = "rate_limit_per_installation", value_parser = clap::value_parser!(u32).range(1..))]
+    pub rate_limit_burst: Option<u32>,
+    /// Failed authentications per minute a client address may make; beyond, its requests that
+    /// carry credentials are answered 429 before the token is checked. Off when unset
+    /// (recommended: 60, with --trusted-proxy set when a proxy sits in front).
+    #[arg(long, env = "TRESOR_AUTH_FAILURE_LIMIT_PER_ADDRESS", value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]
+    pub auth_failure_limit_per_address: Option<u32>,
+    /// Requests per minute a client address may make to the OAuth callback. Off when unset
+    /// (recommended: 30).
+    #[arg(long, env = "TRESOR_OAUTH_CALLBACK_LIMIT_PER_ADDRESS", value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]
+    pub oauth_callback_limit_per_address: Option<u32>,
+    /// A proxy (address or CIDR block) whose `X-Forwarded-For` names the client; repeatable
+    /// (comma-separated in the variable). Without one, the peer's address is the client's.
+    #[arg(long = "trusted-proxy", env = "TRESOR_TRUSTED_PROXIES", value_name = "CIDR", value_delimiter = ',', value_parser = trusted_proxy)]
+    pub trusted_proxies: Vec<Cidr>,
+}
+
+/// A rate in requests per second: a positive, finite number.
+fn positive_rate(s: &str) -> Result<f64, String> {
+    match s.trim().parse::<f64>() {
+        Ok(r) if r.is_finite() && r > 0.0 => Ok(r),
+        _ => Err(format!(
+            "`{s}` is not a positive number of requests per second"
+        )),
+    }
+}
+
+fn trusted_proxy(s: &str) -> Result<Cidr, String> {
+    Cidr::parse(s)
+}
+
+/// The limits of the flags.
+fn rate_limit_config(args: &ServeArgs) -> RateLimitConfig {
+    RateLimitConfig {
+        per_installation: args.rate_limit_per_installation.map(|r| Rate {
+            per_second: r,
+            burst: args.rate_limit_burst.unwrap_or_else(|| {
+                // One second's worth; the float is positive and finite (checked above).
+                let b = r.ceil();
+                if b >= f64::from(u32::MAX) {
+                    u32::MAX
+                } else {
+                    (b as u32).max(1)
+                }
+            }),
+        }),
+        auth_failures_per_address: args.auth_failure_limit_per_address.map(Rate::per_minute),
+        oauth_callbacks_per_address: args.oauth_callback_limit_per_address.map(Rate::per_minute),
+        trusted_proxies: args.trusted_proxies.clone(),
+    }
 }
 
 /// How long in-flight requests may take to finish after SIGTERM.
@@ -140,7 +197,15 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         )
     })?;
     let node_count = Arc::new(AtomicUsize::new(0));
-    count_nodes(&service, &node_count).await;
+    let rate_limits = Arc::new(RateLimits::new(rate_limit_config(&args)));
+    // Only one process serves an embedded store (its lock file): a registration left by a
+    // process that was killed must not halve the limits after a quick restart.
+    let shared_limits = match storage {
+        Storage::Postgres { .. } => Some(rate_limits.clone()),
+        Storage::Embedded { .. } => None,
+    };
+    count_nodes(&service, &node_count, shared_limits.as_deref()).await;
+    info!(limits = ?rate_limits, "rate limits");
     info!(
         node_id = service.node_id(),
         backend = storage.name(),
@@ -164,12 +229,13 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
             };
             format!("{scheme}://{}", args.listen)
         }),
+        rate_limits,
     };
 
     let retention = Duration::from_secs(u64::from(args.audit_retention_days) * 86_400);
     let purger = tokio::spawn(purge_loop(service.clone(), retention));
     // Its own task, so that a long purge never delays the heartbeat.
-    let heartbeat = tokio::spawn(heartbeat_loop(service.clone(), node_count));
+    let heartbeat = tokio::spawn(heartbeat_loop(service.clone(), node_count, shared_limits));
     let tls = match (&args.tls_cert, &args.tls_key) {
         (Some(cert), Some(key)) => Some(TlsFiles {
             cert: cert.clone(),
@@ -299,8 +365,8 @@ async fn open_embedded(args: &ServeArgs) -> anyhow::Result<(Storage, Arc<RootKey
     });
     let backend = Arc::new(
         SqliteBackend::open(dir, SqliteOptions::default())
-            .map_err(|e| anyhow!("{}", describe(&e)))
-            .with_context(|| format!("opening the embedded store in {}", dir.display()))?,
+        .map_err(|e| anyhow!("{}", describe(&e)))
+        .with_context(|| format!("opening the embedded store in {}", dir.display()))?,
     );
     Ok((
         Storage::Embedded {
@@ -669,9 +735,13 @@ async fn purge_loop(service: Arc<Service>, audit_retention: Duration) {
     }
 }
 
-/// Refreshes this process's registration every [`NODE_HEARTBEAT`] and the node count of the
-/// metrics with it.
-async fn heartbeat_loop(service: Arc<Service>, node_count: Arc<AtomicUsize>) {
+/// Refreshes this process's registration every [`NODE_HEARTBEAT`], and with it the node count
+/// of the metrics and the share of the rate limits this server enforces (over PostgreSQL).
+async fn heartbeat_loop(
+    service: Arc<Service>,
+    node_count: Arc<AtomicUsize>,
+    limits: Option<Arc<RateLimits>>,
+) {
     let mut tick = tokio::time::interval(NODE_HEARTBEAT);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     // The first tick is immediate; the registration was made just before.
@@ -681,13 +751,20 @@ async fn heartbeat_loop(service: Arc<Service>, node_count: Arc<AtomicUsize>) {
         if let Err(e) = service.register_node().await {
             warn!(error = %e, node_id = service.node_id(), "refreshing the node registration failed");
         }
-        count_nodes(&service, &node_count).await;
+        count_nodes(&service, &node_count, limits.as_deref()).await;
     }
 }
 
-async fn count_nodes(service: &Service, node_count: &AtomicUsize) {
+/// Counts the registered servers for the metrics, and the live ones for the limits: each of N
+/// live servers enforces 1/N of every rate limit.
+async fn count_nodes(service: &Service, node_count: &AtomicUsize, limits: Option<&RateLimits>) {
     match service.nodes().await {
-        Ok(nodes) => node_count.store(nodes.len(), Ordering::Relaxed),
+        Ok(nodes) => {
+            node_count.store(nodes.len(), Ordering::Relaxed);
+            if let Some(limits) = limits {
+                limits.set_nodes(live_node_count(&nodes));
+            }
+        }
         Err(e) => warn!(error = %e, "listing the registered servers failed"),
     }
 }

@@ -34,6 +34,23 @@ impl Service {
         result
     }
 
+    /// Audits a request refused before its token was checked (the per-address limit on
+    /// failed authentication), as the refusal of an authentication with `status`.
+    pub fn audit_auth_refusal(
+        &self,
+        authorization: Option<&str>,
+        ctx: &RequestContext,
+        status: u16,
+    ) -> Result<()> {
+        let mut ev = self.event(None, ctx, "authenticate");
+        ev.token_id = authorization
+            .and_then(bearer_token)
+            .and_then(tresor_crypto::token_id_of)
+            .map(str::to_owned);
+        ev.status = status;
+        self.enqueue(vec![ev])
+    }
+
     async fn check_token(&self, token: &str) -> Result<Principal> {
         if let Some(mac) = &self.env_admin_mac
             && self.pepper.verify(token, mac)

@@ -25,7 +25,7 @@ pub use admin::{Installed, IssuedTokenOut, RecordPage};
 pub use credentials::{
     CredentialInput, CredentialMeta, CredentialPage, ProviderOut, UsableCredential,
 };
-pub use nodes::NODE_HEARTBEAT;
+pub use nodes::{NODE_HEARTBEAT, live_node_count};
 pub use oauth::{
     CallbackWork, FLOW_LIFETIME_MS, FlowStarted, FlowView, StartFlow, TokenEndpoint, TokenSet,
 };

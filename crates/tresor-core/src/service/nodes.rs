@@ -42,6 +42,19 @@ impl Service {
     }
 }
 
+/// How many of `nodes` are alive: registered or refreshed within three heartbeats of the
+/// freshest registration (times compared on the backend's clock only, so the servers' clock
+/// skew does not matter). A process that died without unregistering stops counting after
+/// three heartbeats. At least 1.
+pub fn live_node_count(nodes: &[NodeRow]) -> usize {
+    let Some(freshest) = nodes.iter().map(|n| n.last_seen).max() else {
+        return 1;
+    };
+    let window = i64::try_from(NODE_HEARTBEAT.as_millis() * 3).unwrap_or(i64::MAX);
+    let since = freshest.saturating_sub(window);
+    nodes.iter().filter(|n| n.last_seen >= since).count().max(1)
+}
+
 /// A new node id: 64 random bits, so two processes (on one machine or many) never share one.
 pub(super) fn new_node_id() -> Result<String> {
     let bytes = tresor_crypto::random_bytes::<8>()?;
@@ -56,6 +69,25 @@ pub(super) fn new_node_id() -> Result<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn live_nodes_are_those_seen_within_three_heartbeats_of_the_freshest() {
+        let row = |last_seen: i64| NodeRow {
+            node_id: String::new(),
+            key_versions: Vec::new(),
+            started_at: 0,
+            last_seen,
+        };
+        assert_eq!(live_node_count(&[]), 1);
+        let now = 1_000_000_000;
+        let rows = [
+            row(now),
+            row(now - 30_000),
+            row(now - 90_000),
+            row(now - 90_001),
+        ];
+        assert_eq!(live_node_count(&rows), 3);
+    }
 
     #[test]
     fn node_ids_are_prefixed_hex_and_distinct() {
