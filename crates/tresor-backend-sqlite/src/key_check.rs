@@ -129,7 +129,12 @@ mod tests {
         // Odd characters in the path must not be read as URI syntax.
         let dir = tmp.path().join("a dir?with#odd%chars");
         {
-            let backend = crate::SqliteBackend::open(&dir, Default::default()).unwrap();
+            // No audit reserve: the stopped store is then the database file alone.
+            let options = crate::SqliteOptions {
+                audit_reserve_bytes: 0,
+                ..Default::default()
+            };
+            let backend = crate::SqliteBackend::open(&dir, options).unwrap();
             use tresor_core::backend::Backend as _;
             backend
                 .meta_get_or_insert("token_pepper", b"wrapped")

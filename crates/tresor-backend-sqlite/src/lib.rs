@@ -14,6 +14,7 @@ mod error;
 mod key_check;
 mod queries;
 mod readers;
+mod reserve;
 mod schema;
 mod stats;
 #[cfg(test)]
@@ -39,6 +40,7 @@ use crate::readers::ReadPool;
 use crate::writer::GroupCommitWriter;
 
 pub use crate::key_check::ReadOnlyKeys;
+pub use crate::reserve::RESERVE_FILE;
 pub use crate::stats::{BATCH_SIZE_BUCKETS, GroupCommitSnapshot, GroupCommitStats};
 
 type Result<T> = std::result::Result<T, CoreError>;
@@ -53,13 +55,20 @@ pub struct SqliteOptions {
     pub read_connections: usize,
     /// Audit events of reads that may wait for the writer before `audit_enqueue` refuses.
     pub audit_queue_bound: usize,
+    /// Bytes set aside in `audit.reserve` for the audit events of reads once the disk is full
+    /// (`reserve.rs`); 0 for none.
+    pub audit_reserve_bytes: u64,
 }
+
+/// The default audit reserve: room for tens of thousands of read events.
+pub const DEFAULT_AUDIT_RESERVE_BYTES: u64 = 8 << 20;
 
 impl Default for SqliteOptions {
     fn default() -> Self {
         SqliteOptions {
             read_connections: 4,
             audit_queue_bound: 65_536,
+            audit_reserve_bytes: DEFAULT_AUDIT_RESERVE_BYTES,
         }
     }
 }
@@ -83,7 +92,8 @@ impl SqliteBackend {
         let conn = schema::open_writer(&path)?;
         // Readers open after the writer, which created the file and switched it to WAL.
         let readers = ReadPool::open(&path, options.read_connections)?;
-        let writer = GroupCommitWriter::start(conn, &path, options.audit_queue_bound)?;
+        let reserve = reserve::DiskReserve::open(dir, options.audit_reserve_bytes);
+        let writer = GroupCommitWriter::start(conn, &path, options.audit_queue_bound, reserve)?;
         tracing::info!(path = %path.display(), "opened sqlite storage");
         Ok(SqliteBackend {
             path,

@@ -2,7 +2,7 @@
 //! them without talking to the writer thread (exported as `tresor_group_commit_batch_size` and
 //! friends).
 
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
 /// Upper bounds (inclusive) of the batch-size histogram buckets, in messages per transaction.
 pub const BATCH_SIZE_BUCKETS: [u64; 10] = [1, 2, 4, 8, 16, 32, 64, 128, 256, 512];
@@ -19,6 +19,7 @@ pub struct GroupCommitStats {
     batch_size_buckets: [AtomicU64; BATCH_SIZE_BUCKETS.len()],
     checkpoints_total: AtomicU64,
     failed_checkpoints_total: AtomicU64,
+    disk_full: AtomicBool,
 }
 
 /// A point-in-time copy of [`GroupCommitStats`].
@@ -44,6 +45,9 @@ pub struct GroupCommitSnapshot {
     pub checkpoints_total: u64,
     /// WAL checkpoints that failed (the next one retries).
     pub failed_checkpoints_total: u64,
+    /// The writer is in full-disk mode: writes answer 507 until space returns
+    /// (`reserve.rs`).
+    pub disk_full: bool,
 }
 
 impl GroupCommitSnapshot {
@@ -77,7 +81,12 @@ impl GroupCommitStats {
             batch_size_buckets: std::array::from_fn(|i| load(&self.batch_size_buckets[i])),
             checkpoints_total: load(&self.checkpoints_total),
             failed_checkpoints_total: load(&self.failed_checkpoints_total),
+            disk_full: self.disk_full.load(Ordering::Relaxed),
         }
+    }
+
+    pub(crate) fn set_disk_full(&self, full: bool) {
+        self.disk_full.store(full, Ordering::Relaxed);
     }
 
     pub(crate) fn record_checkpoint(&self, ok: bool) {

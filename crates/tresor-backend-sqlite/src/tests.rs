@@ -661,6 +661,13 @@ async fn a_full_disk_fails_writes_keeps_reads_and_retries_audit() {
         matches!(full, Err(CoreError::InsufficientStorage)),
         "{full:?}"
     );
+    // Full-disk mode: the next write is refused without being tried.
+    let refused = b.commit(put(1, "small", Precondition::Any, vec![1])).await;
+    assert!(
+        matches!(refused, Err(CoreError::InsufficientStorage)),
+        "{refused:?}"
+    );
+    assert!(b.batch_sizes().disk_full);
     assert_eq!(
         full.err().map(|e| e.code()),
         Some(ErrorCode::InsufficientStorage)
@@ -687,9 +694,22 @@ async fn a_full_disk_fails_writes_keeps_reads_and_retries_audit() {
         .await
         .expect("uncap");
     audit_drained(&b).await;
-    b.commit(put(1, "big", Precondition::Any, big))
-        .await
-        .expect("room again");
+    // The writer refuses writes without trying them until it could take its reserve back:
+    // within one probe interval of the space returning.
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    loop {
+        match b
+            .commit(put(1, "big", Precondition::Any, big.clone()))
+            .await
+        {
+            Ok(_) => break,
+            Err(CoreError::InsufficientStorage) if std::time::Instant::now() < deadline => {
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+            Err(e) => panic!("no room again: {e:?}"),
+        }
+    }
+    assert!(!b.batch_sizes().disk_full);
     let events = b.audit_query(&all_audit()).await.expect("audit");
     assert!(events.iter().any(|e| e.request_id.len() == 1 << 20));
 }

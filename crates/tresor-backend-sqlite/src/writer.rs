@@ -7,6 +7,11 @@
 //! audit events, and `COMMIT`s once. Only after `COMMIT` returned does it answer anyone: a
 //! request is acknowledged only when it is durable. If `COMMIT` fails, every request of the
 //! batch gets the error.
+//!
+//! A commit that fails because the disk is full puts the writer in full-disk mode
+//! ([`crate::reserve`]): it releases the audit reserve, answers every write 507 without running
+//! it, keeps committing the audit events of reads into the freed space, and takes the reserve
+//! back (and leaves the mode) once space returns.
 
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
@@ -23,6 +28,7 @@ use tresor_core::audit::AuditEvent;
 use crate::apply::{self, Op, Outcome, VersionCounter};
 use crate::checkpoint;
 use crate::error::{SqlResultExt, from_sqlite, poisoned};
+use crate::reserve::{DiskReserve, PROBE_INTERVAL};
 use crate::stats::GroupCommitStats;
 
 type Result<T> = std::result::Result<T, CoreError>;
@@ -67,6 +73,7 @@ impl GroupCommitWriter {
         mut conn: Connection,
         path: &Path,
         audit_bound: usize,
+        reserve: DiskReserve,
     ) -> Result<GroupCommitWriter> {
         let versions = VersionCounter::load(&conn)?;
         let (sender, receiver) = mpsc::channel();
@@ -85,6 +92,9 @@ impl GroupCommitWriter {
             stats: stats.clone(),
             auth_epoch: auth_epoch.clone(),
             stopping: false,
+            reserve,
+            full_since_probe: None,
+            saw_full: false,
         };
         let thread = std::thread::Builder::new()
             .name("tresor-sqlite-writer".into())
@@ -237,6 +247,12 @@ struct Worker {
     stats: Arc<GroupCommitStats>,
     auth_epoch: Arc<AtomicU64>,
     stopping: bool,
+    /// Released when the disk fills, taken back when space returns.
+    reserve: DiskReserve,
+    /// In full-disk mode: when the reserve was last tried.
+    full_since_probe: Option<Instant>,
+    /// The current batch failed because the disk is full.
+    saw_full: bool,
 }
 
 impl Worker {
@@ -259,9 +275,13 @@ impl Worker {
                 self.linger(&mut requests, &mut messages);
             }
             self.take_inbox();
+            if self.full_since_probe.is_some() {
+                requests = self.refuse_writes(requests);
+            }
             if !requests.is_empty() || !self.audit.is_empty() {
                 self.commit_batch(requests, messages);
             }
+            self.track_disk_space();
             if self.stopping && messages == 0 {
                 // Drained: everything sent before the shutdown has been answered.
                 if !self.audit.is_empty() {
@@ -282,12 +302,14 @@ impl Worker {
         if self.stopping {
             return None;
         }
-        let received = if self.audit.is_empty() {
+        let received = if !self.audit.is_empty() {
+            self.receiver.recv_timeout(AUDIT_RETRY)
+        } else if self.full_since_probe.is_some() {
+            self.receiver.recv_timeout(PROBE_INTERVAL)
+        } else {
             self.receiver
                 .recv()
                 .map_err(|_| RecvTimeoutError::Disconnected)
-        } else {
-            self.receiver.recv_timeout(AUDIT_RETRY)
         };
         match received {
             Ok(msg) => Some(msg),
@@ -314,6 +336,54 @@ impl Worker {
                 Err(RecvTimeoutError::Timeout) => break,
                 Err(RecvTimeoutError::Disconnected) => self.stopping = true,
             }
+        }
+    }
+
+    /// Full-disk mode: answers every write 507 without running it, so that the released
+    /// reserve holds only audit events; keeps what writes nothing (an audit flush).
+    fn refuse_writes(&mut self, requests: Vec<(Op, Reply)>) -> Vec<(Op, Reply)> {
+        let (keep, refuse): (Vec<_>, Vec<_>) = requests
+            .into_iter()
+            .partition(|(op, _)| matches!(op, Op::FlushAudit));
+        for (_, reply) in refuse {
+            let _ = reply.send(Err(CoreError::InsufficientStorage));
+        }
+        keep
+    }
+
+    /// Enters full-disk mode after a batch that failed for want of space (releasing the
+    /// reserve), and leaves it once the reserve could be taken back.
+    fn track_disk_space(&mut self) {
+        let saw_full = std::mem::take(&mut self.saw_full);
+        match self.full_since_probe {
+            None if saw_full => {
+                let had_reserve = self.reserve.held();
+                self.reserve.release();
+                self.full_since_probe = Some(Instant::now());
+                self.stats.set_disk_full(true);
+                tracing::error!(
+                    reserve_released = had_reserve,
+                    "the disk is full: writes answer 507 insufficient_storage until space returns; \
+                     reads go on while the audit reserve lasts, then answer 503"
+                );
+            }
+            Some(probed) if probed.elapsed() >= PROBE_INTERVAL => {
+                if self.reserve.take() {
+                    self.full_since_probe = None;
+                    self.stats.set_disk_full(false);
+                    tracing::warn!("disk space returned: writes resume");
+                } else {
+                    self.full_since_probe = Some(Instant::now());
+                }
+            }
+            _ => {}
+        }
+    }
+
+    /// Remembers a failure for want of space (see [`Worker::track_disk_space`]).
+    fn note(&mut self, e: &CoreError) {
+        if matches!(e, CoreError::InsufficientStorage) {
+            self.saw_full = true;
         }
     }
 
@@ -371,7 +441,9 @@ impl Worker {
         if let Err(e) = self.conn.execute_batch("BEGIN IMMEDIATE") {
             tracing::warn!(error = %e, "sqlite writer could not begin a transaction");
             self.stats.record_failure();
-            return fail_all(requests.into_iter().map(|(_, r)| r), &from_sqlite(&e));
+            let cause = from_sqlite(&e);
+            self.note(&cause);
+            return fail_all(requests.into_iter().map(|(_, r)| r), &cause);
         }
         if let Err(e) = self.versions.sync(&self.conn) {
             tracing::warn!(error = ?e, "sqlite writer could not read the version counter");
@@ -395,13 +467,15 @@ impl Worker {
                 };
                 tracing::warn!(error = ?cause, "sqlite batch transaction was rolled back");
                 self.stats.record_failure();
+                self.note(&cause);
                 let mut failed = vec![(reply, result.and_then(|_| Err(copy_error(&cause))))];
                 let others = answers.into_iter().map(|(r, _)| r);
                 failed.extend(fail_all(others.chain(requests.map(|(_, r)| r)), &cause));
                 return failed;
             }
-            if result.is_ok() {
-                audit_written += events;
+            match &result {
+                Ok(_) => audit_written += events,
+                Err(e) => self.note(e),
             }
             answers.push((reply, result));
         }
@@ -411,7 +485,13 @@ impl Worker {
             .save(&self.conn)
             .and_then(|()| self.conn.execute_batch("COMMIT").db());
         if let Err(e) = finished {
-            tracing::warn!(error = ?e, requests = answers.len(), "sqlite batch commit failed");
+            self.note(&e);
+            if self.full_since_probe.is_some() {
+                // The mode's own message said it once; an audit retry fails every 200 ms.
+                tracing::debug!(error = ?e, "audit commit failed on the full disk");
+            } else {
+                tracing::warn!(error = ?e, requests = answers.len(), "sqlite batch commit failed");
+            }
             if !self.conn.is_autocommit() {
                 let _ = self.conn.execute_batch("ROLLBACK");
             }
@@ -459,11 +539,16 @@ impl Worker {
         match written {
             Ok(()) => self.audit.len(),
             Err(e) => {
-                tracing::warn!(
-                    error = ?e,
-                    events = self.audit.len(),
-                    "queued audit events not written; will retry"
-                );
+                self.note(&e);
+                if self.full_since_probe.is_some() {
+                    tracing::debug!(error = ?e, events = self.audit.len(), "audit reserve used up");
+                } else {
+                    tracing::warn!(
+                        error = ?e,
+                        events = self.audit.len(),
+                        "queued audit events not written; will retry"
+                    );
+                }
                 0
             }
         }

@@ -64,6 +64,10 @@ pub struct ServeArgs {
     /// Days an audit event is kept before it is purged.
     #[arg(long, env = "TRESOR_AUDIT_RETENTION_DAYS", default_value_t = 30, value_parser = clap::value_parser!(u32).range(1..))]
     pub audit_retention_days: u32,
+    /// MiB the embedded store sets aside (`audit.reserve`) so that, once the disk is full and
+    /// writes answer 507, the audit events of reads can still be written; 0 for none.
+    #[arg(long, env = "TRESOR_AUDIT_RESERVE_MIB", default_value_t = 8, value_parser = clap::value_parser!(u64).range(0..=65_536))]
+    pub audit_reserve_mib: u64,
     /// Log format.
     #[arg(long, env = "TRESOR_LOG_FORMAT", default_value = "text", value_parser = ["text", "json"])]
     pub log_format: String,
@@ -364,7 +368,13 @@ async fn open_embedded(args: &ServeArgs) -> anyhow::Result<(Storage, Arc<RootKey
         }
     });
     let backend = Arc::new(
-        SqliteBackend::open(dir, SqliteOptions::default())
+        SqliteBackend::open(
+            dir,
+            SqliteOptions {
+                audit_reserve_bytes: args.audit_reserve_mib << 20,
+                ..SqliteOptions::default()
+            },
+        )
         .map_err(|e| anyhow!("{}", describe(&e)))
         .with_context(|| format!("opening the embedded store in {}", dir.display()))?,
     );
@@ -827,5 +837,11 @@ fn group_commit_metrics(s: &GroupCommitSnapshot) -> String {
             "# HELP {name} {help}\n# TYPE {name} counter\n{name} {value}\n"
         ));
     }
+    out.push_str(&format!(
+        "# HELP tresor_sqlite_disk_full 1 while the disk is full: writes answer 507 until space returns.\n\
+         # TYPE tresor_sqlite_disk_full gauge\n\
+         tresor_sqlite_disk_full {}\n",
+        u8::from(s.disk_full)
+    ));
     out
 }
