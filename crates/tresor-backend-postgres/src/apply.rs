@@ -11,7 +11,7 @@ use tresor_core::audit::AuditEvent;
 use tresor_core::backend::{
     AccountRow, AppRow, Applied, Commit, DescriptionChange, Expiry, FlowRow, FlowStatus,
     InstallOutcome, InstallationRow, Mutation, NamespaceRow, NewInstallation, NodeRow,
-    Precondition, ProviderRow, TokenKind, TokenRow,
+    Precondition, ProviderRow, TokenKind, TokenRow, Usage, grown_namespaces,
 };
 use tresor_core::model::{Millis, Ns, StoreKind};
 
@@ -285,12 +285,47 @@ async fn apply_commit(t: &mut Tx<'_>, commit: &Commit) -> Result<Vec<Applied>> {
             return Err(CoreError::Unauthenticated.into());
         }
     }
+    // Storage quotas: each namespace the commit puts into, before and after, inside the
+    // transaction (SERIALIZABLE: two servers racing to fill one namespace conflict, and the
+    // retry sees the other's records).
+    let grown = if t.quota.is_off() {
+        Vec::new()
+    } else {
+        grown_namespaces(commit)
+    };
+    let mut before = Vec::with_capacity(grown.len());
+    for ns in &grown {
+        before.push(usage(t, *ns).await?);
+    }
     let mut applied = Vec::with_capacity(commit.mutations.len());
     for mutation in &commit.mutations {
         applied.push(apply_mutation(t, mutation).await?);
     }
+    for (ns, before) in grown.iter().zip(before) {
+        if t.quota.refuses(before, usage(t, *ns).await?) {
+            return Err(CoreError::QuotaExceeded.into());
+        }
+    }
     insert_audit(t, &commit.audit).await?;
     Ok(applied)
+}
+
+/// A namespace's live records and their stored bytes, for the quotas (expiry on the
+/// attempt's clock).
+async fn usage(t: &Tx<'_>, ns: Ns) -> Result<Usage> {
+    let stmt =
+        t.tx.prepare_cached(
+            "SELECT count(*), coalesce(sum(octet_length(key) + octet_length(value) \
+             + coalesce(octet_length(description), 0)), 0)::BIGINT FROM records \
+             WHERE ns = $1 AND (expires_at IS NULL OR expires_at > $2)",
+        )
+        .await?;
+    let row = t.tx.query_one(&stmt, &[&ns, &t.now]).await?;
+    let (records, bytes): (i64, i64) = (row.try_get(0)?, row.try_get(1)?);
+    Ok(Usage {
+        records: u64::try_from(records).unwrap_or(0),
+        bytes: u64::try_from(bytes).unwrap_or(0),
+    })
 }
 
 /// A key's row, locked for this transaction, whether live or expired.

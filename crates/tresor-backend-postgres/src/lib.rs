@@ -56,6 +56,9 @@ pub struct PostgresOptions {
     pub audit_queue_bound: usize,
     /// How long to wait for a new connection (and for a free one from the pool).
     pub connect_timeout: Duration,
+    /// Storage quotas per namespace, checked inside each commit (off by default). Every
+    /// server over one database must be given the same.
+    pub quota: tresor_core::backend::Quota,
 }
 
 impl Default for PostgresOptions {
@@ -65,6 +68,7 @@ impl Default for PostgresOptions {
             ca_file: None,
             audit_queue_bound: 65_536,
             connect_timeout: Duration::from_secs(10),
+            quota: tresor_core::backend::Quota::default(),
         }
     }
 }
@@ -82,6 +86,7 @@ pub struct MigrationReport {
 pub struct PostgresBackend {
     pool: Pool,
     audit: Arc<AuditQueue>,
+    quota: tresor_core::backend::Quota,
 }
 
 impl PostgresBackend {
@@ -121,7 +126,11 @@ impl PostgresBackend {
         client.simple_query("SELECT 1").await.db()?;
         drop(client);
         let audit = AuditQueue::start(pool.clone(), options.audit_queue_bound);
-        Ok(PostgresBackend { pool, audit })
+        Ok(PostgresBackend {
+            pool,
+            audit,
+            quota: options.quota,
+        })
     }
 
     /// Applies the pending migrations under the migration row lock (safe when several servers
@@ -151,7 +160,7 @@ impl PostgresBackend {
     }
 
     async fn write(&self, op: Op) -> Result<Outcome> {
-        tx::write(&self.pool, &op).await
+        tx::write(&self.pool, &op, &self.quota).await
     }
 
     async fn client(&self) -> Result<deadpool_postgres::Object> {

@@ -43,6 +43,7 @@ use std::time::Duration;
 use deadpool_postgres::{Pool, Transaction};
 use tokio_postgres::IsolationLevel;
 use tresor_core::CoreError;
+use tresor_core::backend::Quota;
 use tresor_core::model::Millis;
 
 use crate::apply::{Op, Outcome, apply};
@@ -76,6 +77,8 @@ pub(crate) struct Tx<'a> {
     /// How many of a commit's namespace guards exist, when the attempt counted them in the same
     /// statement as its clock reading (one round trip instead of two).
     pub(crate) guards_found: Option<i64>,
+    /// The operator's storage quotas.
+    pub(crate) quota: Quota,
 }
 
 impl Tx<'_> {
@@ -108,11 +111,11 @@ impl Tx<'_> {
 /// Runs `op` in a SERIALIZABLE transaction on a pooled connection, retrying it from its start
 /// while the database aborts it with a retryable error. Applying an op has no effect outside
 /// its transaction, so an attempt can always be thrown away.
-pub(crate) async fn write(pool: &Pool, op: &Op) -> Result<Outcome, CoreError> {
+pub(crate) async fn write(pool: &Pool, op: &Op, quota: &Quota) -> Result<Outcome, CoreError> {
     let mut attempt = 0;
     loop {
         attempt += 1;
-        match attempt_once(pool, op).await {
+        match attempt_once(pool, op, quota).await {
             Ok(out) => return Ok(out),
             Err(TxError::Core(e)) => return Err(e),
             Err(TxError::Retry(reason)) if attempt < MAX_ATTEMPTS => {
@@ -140,7 +143,7 @@ pub(crate) async fn write(pool: &Pool, op: &Op) -> Result<Outcome, CoreError> {
     }
 }
 
-async fn attempt_once(pool: &Pool, op: &Op) -> Result<Outcome, TxError> {
+async fn attempt_once(pool: &Pool, op: &Op, quota: &Quota) -> Result<Outcome, TxError> {
     let mut client = pool.get().await?;
     let tx = match client
         .build_transaction()
@@ -176,6 +179,7 @@ async fn attempt_once(pool: &Pool, op: &Op) -> Result<Outcome, TxError> {
         floor,
         audit_next: micros,
         guards_found,
+        quota: *quota,
     };
     match apply(&mut attempt, op).await {
         Ok(value) => {

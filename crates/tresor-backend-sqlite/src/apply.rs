@@ -9,7 +9,7 @@ use tresor_core::backend::columns::{decode_owner, encode_list};
 use tresor_core::backend::{
     AccountRow, AppRow, Applied, Commit, DescriptionChange, Expiry, FlowRow, FlowStatus,
     InstallOutcome, InstallationRow, Mutation, NamespaceRow, NewInstallation, Precondition,
-    ProviderRow, TokenKind, TokenRow,
+    ProviderRow, Quota, TokenKind, TokenRow, Usage, grown_namespaces,
 };
 use tresor_core::dump::{DumpRow, DumpTable};
 use tresor_core::model::{Millis, Ns, StoreKind};
@@ -230,10 +230,11 @@ fn stored_counter(conn: &Connection) -> Result<u64> {
 pub(crate) fn apply_in_savepoint(
     conn: &Connection,
     versions: &mut VersionCounter,
+    quota: &Quota,
     op: Op,
 ) -> Result<Outcome> {
     conn.execute_batch("SAVEPOINT request").db()?;
-    let result = apply(conn, versions, op);
+    let result = apply(conn, versions, quota, op);
     // SQLite may already have rolled back the whole transaction (full disk, I/O error).
     if conn.is_autocommit() {
         return result;
@@ -251,10 +252,17 @@ pub(crate) fn apply_in_savepoint(
 }
 
 /// Runs one op; see [`apply_in_savepoint`].
-fn apply(conn: &Connection, versions: &mut VersionCounter, op: Op) -> Result<Outcome> {
+fn apply(
+    conn: &Connection,
+    versions: &mut VersionCounter,
+    quota: &Quota,
+    op: Op,
+) -> Result<Outcome> {
     let now = tresor_core::model::now_millis();
     match op {
-        Op::Commit(commit) => apply_commit(conn, versions, commit, now).map(Outcome::Applied),
+        Op::Commit(commit) => {
+            apply_commit(conn, versions, quota, commit, now).map(Outcome::Applied)
+        }
         Op::MetaGetOrInsert { name, value } => meta_get_or_insert(conn, &name, &value),
         Op::PutApp {
             app_id,
@@ -459,6 +467,7 @@ pub(crate) fn insert_audit(conn: &Connection, ev: &AuditEvent) -> Result<()> {
 fn apply_commit(
     conn: &Connection,
     versions: &mut VersionCounter,
+    quota: &Quota,
     commit: Commit,
     now: Millis,
 ) -> Result<Vec<Applied>> {
@@ -469,14 +478,47 @@ fn apply_commit(
             return Err(CoreError::Unauthenticated);
         }
     }
+    // Storage quotas: each namespace the commit puts into, before and after, inside the
+    // transaction (the savepoint undoes a refused commit).
+    let grown = if quota.is_off() {
+        Vec::new()
+    } else {
+        grown_namespaces(&commit)
+    };
+    let before = grown
+        .iter()
+        .map(|ns| usage(conn, *ns, now))
+        .collect::<Result<Vec<Usage>>>()?;
     let mut applied = Vec::with_capacity(commit.mutations.len());
     for mutation in commit.mutations {
         applied.push(apply_mutation(conn, versions, mutation, now)?);
+    }
+    for (ns, before) in grown.iter().zip(before) {
+        if quota.refuses(before, usage(conn, *ns, now)?) {
+            return Err(CoreError::QuotaExceeded);
+        }
     }
     for ev in &commit.audit {
         insert_audit(conn, ev)?;
     }
     Ok(applied)
+}
+
+/// A namespace's live records and their stored bytes, for the quotas.
+fn usage(conn: &Connection, ns: Ns, now: Millis) -> Result<Usage> {
+    let (records, bytes): (i64, i64) = conn
+        .prepare_cached(
+            "SELECT count(*), coalesce(sum(length(key) + length(value) \
+             + coalesce(length(description), 0)), 0) FROM records \
+             WHERE ns = ?1 AND (expires_at IS NULL OR expires_at > ?2)",
+        )
+        .db()?
+        .query_row(params![ns, now], |r| Ok((r.get(0)?, r.get(1)?)))
+        .db()?;
+    Ok(Usage {
+        records: u64::try_from(records).unwrap_or(0),
+        bytes: u64::try_from(bytes).unwrap_or(0),
+    })
 }
 
 /// The parts of a live record that a write may keep.

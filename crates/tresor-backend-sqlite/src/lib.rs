@@ -58,6 +58,8 @@ pub struct SqliteOptions {
     /// Bytes set aside in `audit.reserve` for the audit events of reads once the disk is full
     /// (`reserve.rs`); 0 for none.
     pub audit_reserve_bytes: u64,
+    /// Storage quotas per namespace, checked inside each commit (off by default).
+    pub quota: tresor_core::backend::Quota,
 }
 
 /// The default audit reserve: room for tens of thousands of read events.
@@ -69,6 +71,7 @@ impl Default for SqliteOptions {
             read_connections: 4,
             audit_queue_bound: 65_536,
             audit_reserve_bytes: DEFAULT_AUDIT_RESERVE_BYTES,
+            quota: tresor_core::backend::Quota::default(),
         }
     }
 }
@@ -93,7 +96,13 @@ impl SqliteBackend {
         // Readers open after the writer, which created the file and switched it to WAL.
         let readers = ReadPool::open(&path, options.read_connections)?;
         let reserve = reserve::DiskReserve::open(dir, options.audit_reserve_bytes);
-        let writer = GroupCommitWriter::start(conn, &path, options.audit_queue_bound, reserve)?;
+        let writer = GroupCommitWriter::start(
+            conn,
+            &path,
+            options.audit_queue_bound,
+            reserve,
+            options.quota,
+        )?;
         tracing::info!(path = %path.display(), "opened sqlite storage");
         Ok(SqliteBackend {
             path,

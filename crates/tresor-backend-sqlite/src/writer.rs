@@ -24,6 +24,7 @@ use rusqlite::Connection;
 use tokio::sync::oneshot;
 use tresor_core::CoreError;
 use tresor_core::audit::AuditEvent;
+use tresor_core::backend::Quota;
 
 use crate::apply::{self, Op, Outcome, VersionCounter};
 use crate::checkpoint;
@@ -74,6 +75,7 @@ impl GroupCommitWriter {
         path: &Path,
         audit_bound: usize,
         reserve: DiskReserve,
+        quota: Quota,
     ) -> Result<GroupCommitWriter> {
         let versions = VersionCounter::load(&conn)?;
         let (sender, receiver) = mpsc::channel();
@@ -93,6 +95,7 @@ impl GroupCommitWriter {
             auth_epoch: auth_epoch.clone(),
             stopping: false,
             reserve,
+            quota,
             full_since_probe: None,
             saw_full: false,
         };
@@ -249,6 +252,8 @@ struct Worker {
     stopping: bool,
     /// Released when the disk fills, taken back when space returns.
     reserve: DiskReserve,
+    /// The operator's storage quotas, checked inside each commit.
+    quota: Quota,
     /// In full-disk mode: when the reserve was last tried.
     full_since_probe: Option<Instant>,
     /// The current batch failed because the disk is full.
@@ -456,7 +461,7 @@ impl Worker {
         let mut requests = requests.into_iter();
         while let Some((op, reply)) = requests.next() {
             let events = op.audit_count();
-            let result = apply::apply_in_savepoint(&self.conn, &mut self.versions, op);
+            let result = apply::apply_in_savepoint(&self.conn, &mut self.versions, &self.quota, op);
             if self.conn.is_autocommit() {
                 // SQLite rolled the whole transaction back by itself (it may on a full disk or
                 // an I/O error), or the savepoint could not be undone: nothing of this batch

@@ -310,6 +310,54 @@ pub struct Commit {
     pub audit: Vec<AuditEvent>,
 }
 
+/// Storage quotas per namespace (an installation's stores, or an app's shared store), set by
+/// the operator and enforced by the backend inside the commit's transaction, so that servers
+/// sharing a database enforce them together. Off when both are `None`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Quota {
+    /// Live records at most.
+    pub max_records: Option<u64>,
+    /// Stored bytes at most: keys, sealed values and sealed descriptions of live records.
+    pub max_bytes: Option<u64>,
+}
+
+/// A namespace's live records and their stored bytes (see [`Quota::max_bytes`]).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Usage {
+    pub records: u64,
+    pub bytes: u64,
+}
+
+impl Quota {
+    pub fn is_off(&self) -> bool {
+        self.max_records.is_none() && self.max_bytes.is_none()
+    }
+
+    /// Whether a commit that moved a namespace from `before` to `after` must be refused: it
+    /// ends over a limit and grew what that limit counts. A namespace already over a lowered
+    /// quota can still delete, shrink and overwrite in place.
+    pub fn refuses(&self, before: Usage, after: Usage) -> bool {
+        let over = |max: Option<u64>, b: u64, a: u64| max.is_some_and(|m| a > m && a > b);
+        over(self.max_records, before.records, after.records)
+            || over(self.max_bytes, before.bytes, after.bytes)
+    }
+}
+
+/// The namespaces whose usage a commit may grow: those it puts records into, each once.
+pub fn grown_namespaces(commit: &Commit) -> Vec<Ns> {
+    let mut ns: Vec<Ns> = commit
+        .mutations
+        .iter()
+        .filter_map(|m| match m {
+            Mutation::Put { ns, .. } => Some(*ns),
+            _ => None,
+        })
+        .collect();
+    ns.sort_unstable();
+    ns.dedup();
+    ns
+}
+
 /// What a committed mutation produced, in the order of `Commit::mutations`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Applied {
@@ -671,4 +719,30 @@ pub trait Backend: Send + Sync + 'static {
     /// Fails with `Conflict`, inserting none, when a row's primary key exists. Import only, into
     /// a store no server is using.
     async fn import_rows(&self, table: DumpTable, rows: Vec<DumpRow>) -> Result<()>;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn usage(records: u64, bytes: u64) -> Usage {
+        Usage { records, bytes }
+    }
+
+    #[test]
+    fn a_quota_refuses_growth_past_it_only() {
+        let q = Quota {
+            max_records: Some(3),
+            max_bytes: Some(100),
+        };
+        assert!(!q.refuses(usage(2, 50), usage(3, 60)), "up to the limit");
+        assert!(q.refuses(usage(3, 60), usage(4, 70)), "one record past it");
+        assert!(q.refuses(usage(2, 90), usage(2, 101)), "one byte past it");
+        // Over a lowered quota: shrinking, deleting and equal overwrites stay possible.
+        assert!(!q.refuses(usage(5, 500), usage(4, 400)));
+        assert!(!q.refuses(usage(5, 500), usage(5, 500)));
+        assert!(q.refuses(usage(5, 500), usage(5, 501)));
+        assert!(Quota::default().is_off());
+        assert!(!Quota::default().refuses(usage(0, 0), usage(u64::MAX, u64::MAX)));
+    }
 }

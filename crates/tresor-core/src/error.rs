@@ -121,6 +121,9 @@ pub enum CoreError {
     Unavailable(String),
     #[error("the disk is full; nothing was written")]
     InsufficientStorage,
+    /// The write would take a namespace past an operator-configured storage quota.
+    #[error("a storage quota (records or bytes) is full; nothing was written")]
+    QuotaExceeded,
     /// Over a rate limit; `retry_after_secs` (at least 1) goes into `Retry-After`.
     #[error("too many requests; retry after {retry_after_secs} s")]
     RateLimited { retry_after_secs: u64 },
@@ -154,6 +157,7 @@ impl CoreError {
             }
             CoreError::Unavailable(_) => ErrorCode::Unavailable,
             CoreError::InsufficientStorage => ErrorCode::InsufficientStorage,
+            CoreError::QuotaExceeded => ErrorCode::QuotaExceeded,
             CoreError::RateLimited { .. } => ErrorCode::RateLimited,
         }
     }

@@ -8,6 +8,7 @@ use std::time::Duration;
 use anyhow::anyhow;
 use tresor_backend_postgres::{PostgresBackend, PostgresOptions};
 use tresor_core::CoreError;
+use tresor_core::backend::Quota;
 
 /// The flags that select and reach a PostgreSQL database.
 #[derive(Debug, clap::Args)]
@@ -31,6 +32,15 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Connects a pool to the database (no migration): the first step of `serve` and `migrate`.
 pub async fn connect(url: &DatabaseUrl, args: &DatabaseArgs) -> anyhow::Result<PostgresBackend> {
+    connect_with_quota(url, args, Quota::default()).await
+}
+
+/// [`connect`] for `serve`, with the operator's storage quotas.
+pub async fn connect_with_quota(
+    url: &DatabaseUrl,
+    args: &DatabaseArgs,
+    quota: Quota,
+) -> anyhow::Result<PostgresBackend> {
     if let Some(ca) = &args.database_ca_file {
         if !ca.is_file() {
             return Err(anyhow!("--database-ca-file {}: no such file", ca.display()));
@@ -46,6 +56,7 @@ pub async fn connect(url: &DatabaseUrl, args: &DatabaseArgs) -> anyhow::Result<P
         max_connections: usize::try_from(args.database_max_connections).unwrap_or(16),
         ca_file: args.database_ca_file.clone(),
         connect_timeout: CONNECT_TIMEOUT,
+        quota,
         ..PostgresOptions::default()
     };
     PostgresBackend::connect(url.expose(), options)

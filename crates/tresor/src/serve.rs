@@ -68,6 +68,14 @@ pub struct ServeArgs {
     /// writes answer 507, the audit events of reads can still be written; 0 for none.
     #[arg(long, env = "TRESOR_AUDIT_RESERVE_MIB", default_value_t = 8, value_parser = clap::value_parser!(u64).range(0..=65_536))]
     pub audit_reserve_mib: u64,
+    /// Live records each installation (and each app's shared store) may hold; a write past it
+    /// answers 403 `quota_exceeded`. Off unless set.
+    #[arg(long, env = "TRESOR_QUOTA_RECORDS", value_parser = clap::value_parser!(u64).range(1..))]
+    pub quota_records: Option<u64>,
+    /// Stored bytes (keys, sealed values and descriptions) each installation (and each app's
+    /// shared store) may hold; a write past it answers 403 `quota_exceeded`. Off unless set.
+    #[arg(long, env = "TRESOR_QUOTA_BYTES", value_parser = clap::value_parser!(u64).range(1..))]
+    pub quota_bytes: Option<u64>,
     /// Log format.
     #[arg(long, env = "TRESOR_LOG_FORMAT", default_value = "text", value_parser = ["text", "json"])]
     pub log_format: String,
@@ -92,6 +100,16 @@ pub struct ServeArgs {
     /// (comma-separated in the variable). Without one, the peer's address is the client's.
     #[arg(long = "trusted-proxy", env = "TRESOR_TRUSTED_PROXIES", value_name = "CIDR", value_delimiter = ',', value_parser = trusted_proxy)]
     pub trusted_proxies: Vec<Cidr>,
+}
+
+impl ServeArgs {
+    /// The storage quotas of `--quota-records` and `--quota-bytes`.
+    fn quota(&self) -> tresor_core::backend::Quota {
+        tresor_core::backend::Quota {
+            max_records: self.quota_records,
+            max_bytes: self.quota_bytes,
+        }
+    }
 }
 
 /// A rate in requests per second: a positive, finite number.
@@ -372,6 +390,7 @@ async fn open_embedded(args: &ServeArgs) -> anyhow::Result<(Storage, Arc<RootKey
             dir,
             SqliteOptions {
                 audit_reserve_bytes: args.audit_reserve_mib << 20,
+                quota: args.quota(),
                 ..SqliteOptions::default()
             },
         )
@@ -396,7 +415,7 @@ async fn open_postgres(
     url: &DatabaseUrl,
 ) -> anyhow::Result<(Storage, Arc<RootKeyRing>)> {
     let root = Arc::new(load_supplied_root_key(args)?);
-    let backend = database::connect(url, &args.database).await?;
+    let backend = database::connect_with_quota(url, &args.database, args.quota()).await?;
     let version = backend
         .schema_version()
         .await
