@@ -11,3 +11,19 @@ pub mod postgres;
 pub mod process;
 pub mod provider;
 pub mod server;
+
+/// Every scope an app's manifest may ask for (the contract's list): an app with all of them
+/// reaches every store and every credential route.
+pub const ALL_SCOPES: [&str; 11] = [
+    "secrets:read",
+    "secrets:write",
+    "settings:read",
+    "settings:write",
+    "kv:read",
+    "kv:write",
+    "shared:read",
+    "shared:write",
+    "credentials:read",
+    "credentials:store",
+    "credentials:use",
+];

@@ -29,19 +29,7 @@ const DESCRIPTION_CANARY: &str = "EXPORT-CANARY-description-9b2e";
 const METADATA_CANARY: &str = "EXPORT-CANARY-metadata-3f7a";
 const CLIENT_SECRET_CANARY: &str = "EXPORT-CANARY-client-secret-77c0";
 
-const SHOP_SCOPES: &[&str] = &[
-    "secrets:read",
-    "secrets:write",
-    "settings:read",
-    "settings:write",
-    "kv:read",
-    "kv:write",
-    "shared:read",
-    "shared:write",
-    "credentials:read",
-    "credentials:store",
-    "credentials:use",
-];
+const SHOP_SCOPES: &[&str] = &tresor_test_support::ALL_SCOPES;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn embedded_store_round_trip() {

@@ -47,19 +47,7 @@ fn bin() -> &'static Path {
     env!("CARGO_BIN_EXE_tresor").as_ref()
 }
 
-const SCOPES: &[&str] = &[
-    "secrets:read",
-    "secrets:write",
-    "settings:read",
-    "settings:write",
-    "kv:read",
-    "kv:write",
-    "shared:read",
-    "shared:write",
-    "credentials:read",
-    "credentials:store",
-    "credentials:use",
-];
+const SCOPES: &[&str] = &tresor_test_support::ALL_SCOPES;
 
 fn random_hex(bytes: usize) -> String {
     let mut b = vec![0u8; bytes];

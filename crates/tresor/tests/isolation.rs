@@ -26,6 +26,7 @@ use std::time::{Duration, Instant};
 use futures::StreamExt as _;
 use serde_json::{Value, json};
 use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+use tresor_test_support::ALL_SCOPES;
 use tresor_test_support::provider::{ProviderConfig, TestProvider};
 use tresor_test_support::server::TestServer;
 
@@ -192,20 +193,6 @@ const ALL_CANARIES: [&str; 12] = [
     CANARY_META_INST_D,
     CANARY_META_ACCT1,
     CANARY_SECRET,
-];
-
-const ALL_SCOPES: [&str; 11] = [
-    "secrets:read",
-    "secrets:write",
-    "settings:read",
-    "settings:write",
-    "kv:read",
-    "kv:write",
-    "shared:read",
-    "shared:write",
-    "credentials:read",
-    "credentials:store",
-    "credentials:use",
 ];
 
 const READ_SCOPES: [&str; 5] = [
