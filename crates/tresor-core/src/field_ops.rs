@@ -289,9 +289,16 @@ fn read_op(index: usize, item: Value) -> Result<FieldOp, CoreError> {
             ));
         }
     };
-    if let Some(unknown) = params.keys().find(|k| !allowed.contains(&k.as_str())) {
+    // The unknown name itself is never repeated (ARCHITECTURE.md, invariant 6): whatever the
+    // caller put there may be a secret pasted into the wrong place.
+    if params.keys().any(|k| !allowed.contains(&k.as_str())) {
+        let accepted: Vec<String> = std::iter::once("op")
+            .chain(allowed.iter().copied())
+            .map(|a| format!("`{a}`"))
+            .collect();
         return Err(CoreError::InvalidRequest(format!(
-            "op {index}: unknown parameter {unknown:?} for {name}"
+            "op {index}: unknown parameter for {name} (accepted: {})",
+            accepted.join(", ")
         )));
     }
     let field = match params.remove("field") {
@@ -1157,15 +1164,15 @@ mod tests {
             ),
             (
                 r#"[{"op":"increment","field":"n"},{"op":"increment","field":"n","step":1}]"#,
-                "op 1: unknown parameter \"step\" for increment",
+                "op 1: unknown parameter for increment (accepted: `op`, `field`, `by`)",
             ),
             (
                 r#"[{"op":"list_peek","field":"l","end":"back"}]"#,
-                "op 0: unknown parameter \"end\" for list_peek",
+                "op 0: unknown parameter for list_peek (accepted: `op`, `field`, `count`)",
             ),
             (
                 r#"[{"op":"set_add","field":"s","members":[],"values":[]}]"#,
-                "op 0: unknown parameter \"values\"",
+                "op 0: unknown parameter for set_add",
             ),
             (
                 r#"[{"op":"increment","field":"n","by":"1"}]"#,

@@ -15,6 +15,14 @@ mod records;
 mod render;
 mod request;
 
+/// The parsers of request bodies and request parts, reachable for the fuzz targets of
+/// `crates/tresor-fuzz`; not an API.
+#[doc(hidden)]
+pub mod fuzzing {
+    pub use crate::records::{parse_batch_op, parse_put_body};
+    pub use crate::request::{decode_key, parse_query};
+}
+
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;

@@ -86,6 +86,18 @@ fn std_errors(extra: &[(&str, &str)]) -> Map<String, Value> {
     m
 }
 
+/// The answers of `HEAD` on a record: the statuses of [`std_errors`] and the key's, bodiless.
+fn head_responses() -> Value {
+    let mut m = Map::new();
+    m.insert("200".into(), json!({"description": "exists"}));
+    m.insert("404".into(), json!({"description": "no such key"}));
+    for (code, value) in std_errors(&[]) {
+        let description = value.get("description").cloned().unwrap_or(Value::Null);
+        m.insert(code, json!({ "description": description }));
+    }
+    Value::Object(m)
+}
+
 fn with_ok(mut m: Map<String, Value>, code: &str, body: Value) -> Value {
     m.insert(code.into(), body);
     Value::Object(m)
@@ -126,7 +138,8 @@ fn record_path(store: &str) -> Value {
         },
         "head": {
             "summary": "Does the key exist?",
-            "responses": {"200": {"description": "exists"}, "404": {"description": "no such key"}},
+            // A HEAD answer has no body, so the errors are listed without one.
+            "responses": head_responses(),
         },
         "put": {
             "summary": "Create or replace.",

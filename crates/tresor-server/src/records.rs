@@ -277,7 +277,8 @@ fn set_etag(resp: &mut Response, version: u64) {
 }
 
 /// `{"value": V, "description"?: S, "ttl_seconds"?: N}`, nothing else.
-fn parse_put_body(
+#[doc(hidden)]
+pub fn parse_put_body(
     body: &[u8],
     max_depth: usize,
 ) -> Result<(Value, Option<String>, Option<i64>), CoreError> {

@@ -297,6 +297,9 @@ fn check_segment(segment: &[u8]) -> Result<(), CoreError> {
     Ok(())
 }
 
+/// The parameter's name is not repeated: it is the app's text (invariant 6).
+const QUERY_VALUE_TYPE: &str = "each query parameter must be a string or an array of strings";
+
 fn append_query(target: &mut Url, query: &Map<String, Value>) -> Result<(), CoreError> {
     let mut pairs: Vec<(&str, &str)> = Vec::new();
     for (key, value) in query {
@@ -305,17 +308,13 @@ fn append_query(target: &mut Url, query: &Map<String, Value>) -> Result<(), Core
             Value::Array(items) => {
                 for item in items {
                     let Value::String(s) = item else {
-                        return Err(invalid(format!(
-                            "query parameter \"{key}\" must be a string or an array of strings"
-                        )));
+                        return Err(invalid(QUERY_VALUE_TYPE));
                     };
                     pairs.push((key, s));
                 }
             }
             _ => {
-                return Err(invalid(format!(
-                    "query parameter \"{key}\" must be a string or an array of strings"
-                )));
+                return Err(invalid(QUERY_VALUE_TYPE));
             }
         }
     }
