@@ -149,6 +149,16 @@ pub enum Scope {
     CredentialsUse,
 }
 
+/// A scope that is not the contract's. The text is not repeated (invariant 6: whatever was
+/// sent may be a secret in the wrong place); the accepted forms are listed instead.
+fn unknown_scope() -> CoreError {
+    CoreError::invalid(
+        "unknown scope (accepted: `storage:app`, `<store>:read` and `<store>:write` for \
+         secrets, settings, kv and shared, `credentials:read`, `credentials:store`, \
+         `credentials:use`)",
+    )
+}
+
 /// Forge's alias: read and write on `secrets`, `settings` and `kv`.
 pub const STORAGE_APP_ALIAS: &str = "storage:app";
 
@@ -166,15 +176,12 @@ impl Scope {
             "credentials:store" => Scope::CredentialsStore,
             "credentials:use" => Scope::CredentialsUse,
             _ => {
-                let (store, access) = s
-                    .split_once(':')
-                    .ok_or_else(|| CoreError::invalid(format!("unknown scope `{s}`")))?;
-                let store = StoreKind::parse(store)
-                    .ok_or_else(|| CoreError::invalid(format!("unknown scope `{s}`")))?;
+                let (store, access) = s.split_once(':').ok_or_else(unknown_scope)?;
+                let store = StoreKind::parse(store).ok_or_else(unknown_scope)?;
                 match access {
                     "read" => Scope::Read(store),
                     "write" => Scope::Write(store),
-                    _ => return Err(CoreError::invalid(format!("unknown scope `{s}`"))),
+                    _ => return Err(unknown_scope()),
                 }
             }
         };
