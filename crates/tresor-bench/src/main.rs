@@ -6,7 +6,8 @@
 //! `sweep` measures across concurrencies and draws the chart; `nginx` and `pgbench` measure the
 //! baselines; `suite` runs the whole set with its baselines, several times, and
 //! `postgres` does the same for tresor over PostgreSQL against its floor (a minimal axum +
-//! tokio-postgres service, `pg-floor`) and pgbench.
+//! tokio-postgres service, `pg-floor`) and pgbench. `neighbours` measures whether one
+//! installation far past its rate limit slows the others.
 //!
 //! See BENCHMARKS.md for how the published figures were made.
 
@@ -15,6 +16,7 @@ mod chart;
 mod client;
 mod floor;
 mod measure;
+mod neighbours;
 mod preload;
 mod procfs;
 mod report;
@@ -68,6 +70,9 @@ enum Command {
     /// TRESOR_BENCH_FLOOR_DATABASE_URL).
     #[command(hide = true)]
     PgFloor(FloorArgs),
+    /// Noisy neighbours: the quiet installations' latency alone and while one installation
+    /// sends at ten times its rate limit, on a server spawned with that limit.
+    Neighbours(NeighboursArgs),
     /// Redraw a sweep's chart from its JSON.
     Chart(ChartArgs),
 }
@@ -289,6 +294,53 @@ struct SuiteArgs {
 }
 
 #[derive(Args)]
+struct NeighboursArgs {
+    /// The server's --rate-limit-per-installation (req/s).
+    #[arg(long, default_value_t = 200.0)]
+    rate_limit: f64,
+    /// The server's --rate-limit-burst [default: one second's worth, ceil(--rate-limit)].
+    #[arg(long)]
+    burst: Option<u32>,
+    /// Installations: installation 0 is the noisy one, the others are quiet.
+    #[arg(long, default_value_t = 10)]
+    installations: usize,
+    /// Each quiet installation's rate, as a fraction of the limit.
+    #[arg(long, default_value_t = 0.5)]
+    quiet_share: f64,
+    /// The noisy installation's rate, as a multiple of the limit.
+    #[arg(long, default_value_t = 10.0)]
+    noisy_factor: f64,
+    /// Connections of the quiet load and of the noisy load (each; at most in flight).
+    #[arg(short = 'c', long, default_value_t = 32)]
+    concurrency: usize,
+    /// Runs (each: the quiet installations alone, then with the noisy one).
+    #[arg(long, default_value_t = 3)]
+    runs: usize,
+    /// Seconds measured per phase.
+    #[arg(long, default_value_t = 10.0)]
+    duration: f64,
+    /// Seconds of load before each phase's measured window.
+    #[arg(long, default_value_t = 2.0)]
+    warmup: f64,
+    #[arg(long, default_value_t = 10_000)]
+    keys: usize,
+    #[arg(long, default_value_t = 1024)]
+    value_size: usize,
+    /// The tresor binary [default: `tresor` beside this executable].
+    #[arg(long)]
+    server_bin: Option<PathBuf>,
+    /// Where the server's data directory is made [default: the system's temporary directory].
+    #[arg(long)]
+    data_parent: Option<PathBuf>,
+    /// Write every run, the medians and the checks as JSON.
+    #[arg(long)]
+    json: Option<PathBuf>,
+    /// Write the tables as Markdown.
+    #[arg(long)]
+    markdown: Option<PathBuf>,
+}
+
+#[derive(Args)]
 struct FloorArgs {
     #[arg(long)]
     listen: std::net::SocketAddr,
@@ -325,6 +377,7 @@ fn main() -> anyhow::Result<()> {
             Command::Pgbench(a) => pgbench(a),
             Command::Suite(a) => suite(a).await,
             Command::Postgres(a) => postgres(a).await,
+            Command::Neighbours(a) => neighbours(a).await,
             Command::PgFloor(a) => floor::serve(a.listen, &a.database_url, a.pool).await,
             Command::Chart(a) => {
                 let results: Vec<RunResult> =
@@ -573,6 +626,40 @@ fn report_suite(a: &SuiteArgs, runs: &[suite::Run], which: &suite::Suite) -> any
                 "checks": (which.checks)(runs),
             }),
         )?;
+    }
+    Ok(())
+}
+
+async fn neighbours(a: NeighboursArgs) -> anyhow::Result<()> {
+    anyhow::ensure!(
+        a.rate_limit.is_finite() && a.rate_limit > 0.0,
+        "--rate-limit must be positive"
+    );
+    let config = neighbours::Config {
+        rate_limit: a.rate_limit,
+        burst: a
+            .burst
+            .unwrap_or_else(|| a.rate_limit.ceil().clamp(1.0, f64::from(u32::MAX)) as u32)
+            .max(1),
+        installations: a.installations,
+        keys: a.keys,
+        value_size: a.value_size,
+        quiet_rate_each: a.rate_limit * a.quiet_share,
+        noisy_rate: a.rate_limit * a.noisy_factor,
+        concurrency: a.concurrency,
+        warmup_s: a.warmup,
+        duration_s: a.duration,
+        runs: a.runs.max(1),
+    };
+    let bin = server_bin(a.server_bin.clone());
+    let report = neighbours::measure(config, &bin, a.data_parent.as_deref()).await?;
+    let md = neighbours::markdown(&report);
+    println!("\n{md}");
+    if let Some(path) = &a.markdown {
+        std::fs::write(path, &md)?;
+    }
+    if let Some(path) = &a.json {
+        write_json(path, &report)?;
     }
     Ok(())
 }

@@ -39,7 +39,7 @@ impl Server {
         pid: Option<u32>,
     ) -> anyhow::Result<Server> {
         if spawn {
-            let s = SpawnedServer::start(bin, data_parent, database_url).await?;
+            let s = SpawnedServer::start(bin, data_parent, database_url, &[]).await?;
             eprintln!("spawned {} (pid {}) at {}", bin.display(), s.pid(), s.url);
             Ok(Server::Spawned(s))
         } else {
@@ -143,13 +143,25 @@ pub async fn measure(
     } else {
         Vec::new()
     };
-    let workload = Arc::new(Workload::new(
+    let workload = Workload::new(
         load.op,
         load.data.clone(),
         load.batch_size,
         tokens,
         &load.path,
-    )?);
+    )?;
+    measure_workload(p, load, Arc::new(workload), pace, name).await
+}
+
+/// [`measure`] with the workload already made (from `load`, perhaps restricted to some
+/// installations).
+pub async fn measure_workload(
+    p: &Prepared,
+    load: &Load,
+    workload: Arc<Workload>,
+    pace: Pace,
+    name: String,
+) -> anyhow::Result<RunResult> {
     let pid = p.pid;
     let at_start: Arc<Mutex<Option<WindowStart>>> = Arc::default();
     let slot = at_start.clone();

@@ -24,12 +24,14 @@ pub struct SpawnedServer {
 impl SpawnedServer {
     /// Starts `bin serve` over a new directory under `parent` (the system's temporary
     /// directory when `None`), on the embedded store or, with `database_url`, on that
-    /// PostgreSQL database (with a root key file made by `bin keygen` in the directory), and
-    /// waits until `/readyz` answers 200.
+    /// PostgreSQL database (with a root key file made by `bin keygen` in the directory), with
+    /// `extra_args` after the tool's own (e.g. `--rate-limit-per-installation 200`), and waits
+    /// until `/readyz` answers 200.
     pub async fn start(
         bin: &Path,
         parent: Option<&Path>,
         database_url: Option<&str>,
+        extra_args: &[String],
     ) -> anyhow::Result<SpawnedServer> {
         if !bin.is_file() {
             bail!(
@@ -74,6 +76,7 @@ impl SpawnedServer {
                 .arg(&key)
                 .env("TRESOR_DATABASE_URL", url);
         }
+        cmd.args(extra_args);
         let child = cmd
             .env("TRESOR_ADMIN_TOKEN", &admin_token)
             .stdin(Stdio::null())

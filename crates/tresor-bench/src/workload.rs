@@ -103,6 +103,8 @@ pub struct Workload {
     put_bodies: Vec<Bytes>,
     values: Vec<String>,
     static_uri: Uri,
+    /// When set, draws only keys of these installations ([`Workload::only_installations`]).
+    only: Option<Vec<usize>>,
 }
 
 impl Workload {
@@ -146,7 +148,35 @@ impl Workload {
             put_bodies,
             values,
             static_uri: static_path.parse()?,
+            only: None,
         })
+    }
+
+    /// Restricts the draws to keys of the installations in `only` (each index below
+    /// `data.installations` and holding at least one key): an installation is drawn uniformly
+    /// among them, then one of its keys uniformly. Without it every key is drawn uniformly.
+    pub fn only_installations(mut self, only: Vec<usize>) -> anyhow::Result<Workload> {
+        anyhow::ensure!(!only.is_empty(), "no installation to draw from");
+        for &i in &only {
+            anyhow::ensure!(
+                i < self.data.installations && i < self.data.keys,
+                "installation {i} holds no key"
+            );
+        }
+        self.only = Some(only);
+        Ok(self)
+    }
+
+    /// A key drawn uniformly, among all keys or among those of the allowed installations.
+    fn draw_key(&self, rng: &mut Rng) -> usize {
+        let Some(only) = &self.only else {
+            return rng.below(self.data.keys as u64) as usize;
+        };
+        let n = self.data.installations;
+        let i = only[rng.below(only.len() as u64) as usize];
+        // Installation `i` holds keys i, i + n, i + 2n, … below `keys`.
+        let held = (self.data.keys - i).div_ceil(n);
+        i + n * rng.below(held as u64) as usize
     }
 
     /// The request for draw number `seq`, with randomness from `rng`.
@@ -160,7 +190,7 @@ impl Workload {
         if op == Op::Static {
             return Req::new(Method::GET, self.static_uri.clone());
         }
-        let k = rng.below(self.data.keys as u64) as usize;
+        let k = self.draw_key(rng);
         let token = &self.tokens[self.data.installation_of(k)];
         let uri = || self.record_uris[k].clone();
         match op {
@@ -280,5 +310,77 @@ mod tests {
                 assert_eq!(key % 3, 1);
             }
         }
+    }
+
+    fn data(keys: usize, installations: usize) -> DataSet {
+        DataSet {
+            store: "secrets".into(),
+            keys,
+            installations,
+            value_size: 64,
+            reuse: false,
+        }
+    }
+
+    fn tokens(n: usize) -> Vec<HeaderValue> {
+        (0..n)
+            .map(|i| HeaderValue::from_str(&format!("Bearer t{i}")).unwrap())
+            .collect()
+    }
+
+    /// The key (from the URI) and the token of `n` draws.
+    fn draws(w: &Workload, n: u64) -> Vec<(usize, HeaderValue)> {
+        let mut rng = Rng::new(7);
+        (0..n)
+            .map(|seq| {
+                let req = w.request(&mut rng, seq);
+                let key = req.uri.path().rsplit('/').next().unwrap()[1..]
+                    .parse()
+                    .unwrap();
+                let token = req.token.unwrap();
+                (key, token)
+            })
+            .collect()
+    }
+
+    #[test]
+    fn unrestricted_draws_are_unchanged() {
+        // The same keys as a plain uniform draw of 0..keys with the same seed.
+        let w = Workload::new(Op::Get, data(10, 3), 1, tokens(3), "/").unwrap();
+        let mut rng = Rng::new(7);
+        for (key, token) in draws(&w, 200) {
+            assert_eq!(key, rng.below(10) as usize);
+            assert_eq!(token, tokens(3)[key % 3]);
+        }
+    }
+
+    #[test]
+    fn restricted_draws_stay_in_the_allowed_installations() {
+        // 10 keys over 4 installations: 0 and 1 hold three keys, 2 and 3 hold two.
+        let w = Workload::new(Op::Get, data(10, 4), 1, tokens(4), "/")
+            .unwrap()
+            .only_installations(vec![1, 3])
+            .unwrap();
+        let mut seen = std::collections::BTreeSet::new();
+        for (key, token) in draws(&w, 500) {
+            assert!(key < 10);
+            assert!(key % 4 == 1 || key % 4 == 3, "key {key}");
+            assert_eq!(token, tokens(4)[key % 4]);
+            seen.insert(key);
+        }
+        assert_eq!(seen.into_iter().collect::<Vec<_>>(), vec![1, 3, 5, 7, 9]);
+        let only_zero = Workload::new(Op::Put, data(10, 4), 1, tokens(4), "/")
+            .unwrap()
+            .only_installations(vec![0])
+            .unwrap();
+        assert!(draws(&only_zero, 100).iter().all(|(k, _)| k % 4 == 0));
+    }
+
+    #[test]
+    fn restricting_to_an_empty_installation_is_refused() {
+        let w = || Workload::new(Op::Get, data(2, 2), 1, tokens(2), "/").unwrap();
+        assert!(w().only_installations(vec![]).is_err());
+        assert!(w().only_installations(vec![2]).is_err());
+        assert!(w().only_installations(vec![1]).is_ok());
     }
 }

@@ -203,3 +203,62 @@ fn postgres_suite_with_its_floor() {
     assert_eq!(targets, 3, "three targets against the floor: {checks:?}");
     assert_eq!(checks.len(), 7, "and four ratios stated: {checks:?}");
 }
+
+/// The noisy-neighbour scenario, cut to about two seconds: one run, three installations, the
+/// noisy one far past a low limit. Only that it finishes, both phases are reported, the noisy
+/// installation was refused some requests and the quiet ones none; nothing timed.
+#[test]
+fn noisy_neighbours() {
+    let dir = tempfile::tempdir().unwrap();
+    let json = dir.path().join("out.json");
+    let markdown = dir.path().join("out.md");
+    let out = Command::new(bench_bin())
+        .args(["neighbours", "--runs", "1", "--installations", "3"])
+        .args(["--rate-limit", "50", "-c", "4"])
+        .args(["--duration", "0.8", "--warmup", "0.2"])
+        .args(["--keys", "30", "--value-size", "256"])
+        .arg("--server-bin")
+        .arg(server_bin())
+        .arg("--data-parent")
+        .arg(dir.path())
+        .arg("--json")
+        .arg(&json)
+        .arg("--markdown")
+        .arg(&markdown)
+        .env_remove("TRESOR_ADMIN_TOKEN")
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "tresor-bench neighbours failed ({}):\n{stdout}\n{}",
+        out.status,
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(stdout.contains("| with noisy |"), "no table:\n{stdout}");
+    assert!(
+        std::fs::read_to_string(&markdown)
+            .unwrap()
+            .contains("| alone |")
+    );
+    let report: Value = serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
+    let runs = report["runs"].as_array().unwrap();
+    assert_eq!(runs.len(), 1);
+    let run = &runs[0];
+    for phase in ["alone", "with_noisy"] {
+        let quiet = &run[phase]["quiet"];
+        assert_ok(quiet);
+        assert_eq!(quiet["mode"], "open");
+    }
+    assert!(run["alone"]["noisy"].is_null());
+    let noisy = &run["with_noisy"]["noisy"];
+    assert!(
+        noisy["answered_429"].as_u64().unwrap() > 0,
+        "the noisy installation was never refused: {noisy}"
+    );
+    assert!(noisy["sent"].as_u64().unwrap() >= noisy["answered_429"].as_u64().unwrap());
+    assert!(run["p99_ratio"].as_f64().is_some_and(|r| r > 0.0));
+    let checks = report["checks"].as_array().unwrap();
+    assert_eq!(checks.len(), 3, "{checks:?}");
+    assert_eq!(checks[1]["met"], true, "quiet errors: {checks:?}");
+}
