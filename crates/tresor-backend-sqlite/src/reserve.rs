@@ -41,6 +41,8 @@ impl DiskReserve {
         };
         if bytes == 0 {
             let _ = std::fs::remove_file(&reserve.path);
+        } else if reserve.already_held() {
+            reserve.held = true;
         } else if !reserve.take() {
             tracing::warn!(
                 path = %reserve.path.display(),
@@ -49,6 +51,20 @@ impl DiskReserve {
             );
         }
         reserve
+    }
+
+    /// A reserve file from an earlier start that still holds its whole size in allocated
+    /// blocks (not a sparse or truncated file): kept as it is, so a start writes nothing.
+    #[cfg(unix)]
+    fn already_held(&self) -> bool {
+        use std::os::unix::fs::MetadataExt as _;
+        std::fs::metadata(&self.path)
+            .is_ok_and(|m| m.len() == self.bytes && m.blocks().saturating_mul(512) >= self.bytes)
+    }
+
+    #[cfg(not(unix))]
+    fn already_held(&self) -> bool {
+        false
     }
 
     /// Whether the reserve holds its space now.
@@ -123,6 +139,25 @@ mod tests {
         assert_eq!(len(), 0);
         assert!(r.take());
         assert_eq!(len(), 200_000);
+        // A later start keeps the file it finds whole, and rewrites one that is not.
+        let modified = || {
+            std::fs::metadata(dir.path().join(RESERVE_FILE))
+                .unwrap()
+                .modified()
+                .unwrap()
+        };
+        let before = modified();
+        std::thread::sleep(std::time::Duration::from_millis(20));
+        assert!(DiskReserve::open(dir.path(), 200_000).held());
+        assert_eq!(modified(), before, "a whole reserve is not rewritten");
+        std::fs::File::options()
+            .write(true)
+            .open(dir.path().join(RESERVE_FILE))
+            .unwrap()
+            .set_len(10)
+            .unwrap();
+        assert!(DiskReserve::open(dir.path(), 200_000).held());
+        assert_eq!(len(), 200_000, "a short one is filled again");
     }
 
     #[test]
