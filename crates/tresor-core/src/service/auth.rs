@@ -22,20 +22,16 @@ impl Service {
             None => Err(CoreError::Unauthenticated),
         };
         if let Err(e) = &result {
-            let mut ev = self.event(None, ctx, "authenticate");
-            ev.token_id = token
-                .and_then(tresor_crypto::token_id_of)
-                .map(str::to_owned);
-            ev.status = super::status_of(e);
             // A flood of bad tokens must not turn into unaudited failures: if the queue is full
             // the request fails with 503 instead of 401.
-            self.enqueue(vec![ev])?;
+            self.audit_auth_refusal(authorization, ctx, super::status_of(e))?;
         }
         result
     }
 
-    /// Audits a request refused before its token was checked (the per-address limit on
-    /// failed authentication), as the refusal of an authentication with `status`.
+    /// Audits a refused authentication with `status`: a token that did not check out, or a
+    /// request refused before its token was checked (the per-address limit on failed
+    /// authentication). The event names the token id only, never the token.
     pub fn audit_auth_refusal(
         &self,
         authorization: Option<&str>,
