@@ -87,11 +87,14 @@ fn std_errors(extra: &[(&str, &str)]) -> Map<String, Value> {
 }
 
 /// The answers of `HEAD` on a record: the statuses of [`std_errors`] and the key's, bodiless.
-fn head_responses() -> Value {
+/// The answer to a key over 500 bytes, for operations whose only size limit is the key's.
+const KEY_TOO_LONG: (&str, &str) = ("413", "the key is over 500 bytes");
+
+fn head_responses(extra: &[(&str, &str)]) -> Value {
     let mut m = Map::new();
     m.insert("200".into(), json!({"description": "exists"}));
     m.insert("404".into(), json!({"description": "no such key"}));
-    for (code, value) in std_errors(&[]) {
+    for (code, value) in std_errors(extra) {
         let description = value.get("description").cloned().unwrap_or(Value::Null);
         m.insert(code, json!({ "description": description }));
     }
@@ -108,10 +111,16 @@ fn json_body(schema: &str, description: &str) -> Value {
         "content": {"application/json": {"schema": {"$ref": format!("#/components/schemas/{schema}")}}}})
 }
 
+/// A record key as a regular expression (ECMA-262 and Python alike, no look-around so that
+/// generators can use it): no control characters, and not `.` or `..` — the first character is
+/// not a dot, or the second is not, or there is a third. Its 500-byte limit is `maxLength`, which
+/// counts characters: a key of 500 characters may still be over 500 bytes (413).
+const KEY_PATTERN: &str = "^([^\\u0000-\\u001F\\u007F.][^\\u0000-\\u001F\\u007F]*|\\.[^\\u0000-\\u001F\\u007F.][^\\u0000-\\u001F\\u007F]*|\\.\\.[^\\u0000-\\u001F\\u007F]+)$";
+
 fn key_param() -> Value {
     json!({"name": "key", "in": "path", "required": true,
         "description": "1 to 500 bytes of UTF-8 without control characters, not `.` or `..`, as one percent-encoded segment.",
-        "schema": {"type": "string", "minLength": 1}})
+        "schema": {"type": "string", "minLength": 1, "maxLength": 500, "pattern": KEY_PATTERN}})
 }
 
 fn query(name: &str, schema: Value, description: &str) -> Value {
@@ -134,12 +143,12 @@ fn record_path(store: &str) -> Value {
         "get": {
             "summary": format!("Read a record of the {store} store."),
             "parameters": [query("fields", json!({"type": "string"}), "Comma-separated top-level fields of an object value.")],
-            "responses": with_ok(std_errors(&[("404", "no such key"), ("409", "fields asked of a non-object value")]), "200", json_body("Record", "the record")),
+            "responses": with_ok(std_errors(&[("404", "no such key"), ("409", "fields asked of a non-object value"), KEY_TOO_LONG]), "200", json_body("Record", "the record")),
         },
         "head": {
             "summary": "Does the key exist?",
             // A HEAD answer has no body, so the errors are listed without one.
-            "responses": head_responses(),
+            "responses": head_responses(&[KEY_TOO_LONG]),
         },
         "put": {
             "summary": "Create or replace.",
@@ -164,7 +173,7 @@ fn record_path(store: &str) -> Value {
             "parameters": [ret, if_match, query("fields", json!({"type": "string"}), "Remove only these top-level fields.")],
             "responses": with_ok(
                 {
-                    let mut m = std_errors(&[("409", "fields of a non-object value"), ("412", "precondition failed")]);
+                    let mut m = std_errors(&[("409", "fields of a non-object value"), ("412", "precondition failed"), KEY_TOO_LONG]);
                     m.insert("200".into(), json!({"description": "deleted, with `previous` (return=previous)", "content": {"application/json": {"schema": {"type": "object", "properties": {"previous": {"oneOf": [{"$ref": "#/components/schemas/Record"}, {"type": "null"}]}}}}}}));
                     m
                 },
@@ -223,17 +232,17 @@ fn credential_paths(paths: &mut Map<String, Value>) {
     put_resp.insert("200".into(), json_body("CredentialMeta", "replaced"));
     paths.insert("/v1/credentials/{key}".into(), json!({
         "parameters": [key_param()],
-        "get": {"summary": "Credential metadata.", "responses": with_ok(std_errors(&[("404", "no such credential")]), "200", json_body("CredentialMeta", "metadata"))},
+        "get": {"summary": "Credential metadata.", "responses": with_ok(std_errors(&[("404", "no such credential"), KEY_TOO_LONG]), "200", json_body("CredentialMeta", "metadata"))},
         "put": {"summary": "Store a credential (write-only).",
             "requestBody": {"required": true, "content": {"application/json": {"schema": {"$ref": "#/components/schemas/CredentialBody"}}}},
             "responses": with_ok(put_resp, "201", json_body("CredentialMeta", "created"))},
-        "delete": {"summary": "Delete (204 also when missing).", "responses": with_ok(std_errors(&[]), "204", json!({"description": "deleted"}))},
+        "delete": {"summary": "Delete (204 also when missing).", "responses": with_ok(std_errors(&[KEY_TOO_LONG]), "204", json!({"description": "deleted"}))},
     }));
     paths.insert("/v1/credentials/{key}/request".into(), json!({
         "parameters": [key_param()],
         "post": {"summary": "Make an authenticated request to the credential's provider; the host injects the credential and redacts it from the answer.",
             "requestBody": {"required": true, "content": {"application/json": {"schema": {"$ref": "#/components/schemas/ProxyRequest"}}}},
-            "responses": with_ok(std_errors(&[("404", "no such credential"), ("409", "reconsent_required or an unusable credential"), ("502", "upstream_failed")]), "200", json_body("ProxyAnswer", "the upstream's answer"))},
+            "responses": with_ok(std_errors(&[("404", "no such credential"), ("409", "reconsent_required or an unusable credential"), KEY_TOO_LONG, ("502", "upstream_failed")]), "200", json_body("ProxyAnswer", "the upstream's answer"))},
     }));
     let doc = json!({"description": "the provider document without secrets", "content": {"application/json": {"schema": {"type": "object"}}}});
     let errs = || std_errors(&[("404", "no such provider")]);
