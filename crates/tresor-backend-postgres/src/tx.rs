@@ -181,9 +181,12 @@ async fn attempt_once(pool: &Pool, op: &Op, quota: &Quota) -> Result<Outcome, Tx
         guards_found,
         quota: *quota,
     };
+    begun()?;
     match apply(&mut attempt, op).await {
         Ok(value) => {
+            committing()?;
             attempt.tx.commit().await?;
+            acknowledge();
             Ok(value)
         }
         Err(e) => {
@@ -192,6 +195,35 @@ async fn attempt_once(pool: &Pool, op: &Op, quota: &Quota) -> Result<Outcome, Tx
             Err(e)
         }
     }
+}
+
+// The fail points of a write (see `tresor_core::faults`). Everything between `BEGIN` and `COMMIT`
+// happens inside the database's transaction, which the database rolls back whole when the
+// connection goes (a crash) or the attempt fails: a point after `BEGIN` and one before `COMMIT`
+// cover every statement in between. An injected I/O error is a lost connection.
+
+/// `postgres::begin`: the transaction is open and the clock read; nothing is written yet.
+fn begun() -> Result<(), TxError> {
+    tresor_core::fault_point!("postgres::begin", Err(connection_lost()));
+    Ok(())
+}
+
+/// `postgres::commit`: every statement of the operation ran; `COMMIT` is next.
+fn committing() -> Result<(), TxError> {
+    tresor_core::fault_point!("postgres::commit", Err(connection_lost()));
+    Ok(())
+}
+
+/// `postgres::acknowledge`: `COMMIT` returned; nobody has been answered yet.
+fn acknowledge() {
+    tresor_core::fault_point!("postgres::acknowledge", ());
+}
+
+#[cfg(feature = "failpoints")]
+fn connection_lost() -> TxError {
+    TxError::Core(CoreError::Unavailable(
+        "the database connection was lost (injected by a fail point)".into(),
+    ))
 }
 
 /// The clock of [`CLOCK_MICROS_SQL`] and the number of the given namespaces that exist.

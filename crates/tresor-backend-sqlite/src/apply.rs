@@ -15,6 +15,22 @@ use tresor_core::dump::{DumpRow, DumpTable};
 use tresor_core::model::{Millis, Ns, StoreKind};
 
 use crate::error::SqlResultExt;
+
+/// `Statement::execute` for statements that write: the one way this module writes, so that the
+/// fail point `sqlite::write` sits in front of every write step of every operation.
+pub(crate) trait WriteStatement {
+    fn write<P: rusqlite::Params>(&mut self, params: P) -> rusqlite::Result<usize>;
+}
+
+impl WriteStatement for rusqlite::Statement<'_> {
+    fn write<P: rusqlite::Params>(&mut self, params: P) -> rusqlite::Result<usize> {
+        tresor_core::fault_point!(
+            "sqlite::write",
+            Err(crate::error::injected(rusqlite::ffi::SQLITE_IOERR_WRITE))
+        );
+        self.execute(params)
+    }
+}
 use crate::queries;
 use crate::schema::VERSION_COUNTER;
 
@@ -204,7 +220,7 @@ impl VersionCounter {
         }
         conn.prepare_cached("UPDATE counters SET value = ?1 WHERE name = ?2")
             .db()?
-            .execute(params![as_i64(self.last_issued)?, VERSION_COUNTER])
+            .write(params![as_i64(self.last_issued)?, VERSION_COUNTER])
             .db()?;
         Ok(())
     }
@@ -321,7 +337,7 @@ fn apply(
             let n = conn
                 .prepare_cached("DELETE FROM tokens WHERE token_id = ?1")
                 .db()?
-                .execute([&token_id])
+                .write([&token_id])
                 .db()?;
             insert_audit(conn, &audit)?;
             Ok(Outcome::Deleted(n > 0))
@@ -339,7 +355,7 @@ fn apply(
             let n = conn
                 .prepare_cached("DELETE FROM providers WHERE name = ?1")
                 .db()?
-                .execute([&name])
+                .write([&name])
                 .db()?;
             insert_audit(conn, &audit)?;
             Ok(Outcome::Deleted(n > 0))
@@ -352,7 +368,7 @@ fn apply(
                      (SELECT ns, store, key FROM records WHERE expires_at <= ?1 LIMIT ?2)",
                 )
                 .db()?
-                .execute(params![now, i64::try_from(limit).unwrap_or(i64::MAX)])
+                .write(params![now, i64::try_from(limit).unwrap_or(i64::MAX)])
                 .db()?;
             let rest = limit.saturating_sub(records);
             let credentials = if rest == 0 {
@@ -363,7 +379,7 @@ fn apply(
                      (SELECT ns, key FROM credentials WHERE expires_at <= ?1 LIMIT ?2)",
                 )
                 .db()?
-                .execute(params![now, i64::try_from(rest).unwrap_or(i64::MAX)])
+                .write(params![now, i64::try_from(rest).unwrap_or(i64::MAX)])
                 .db()?
             };
             // Flows last, a day after their expiry: until then a late `complete` still finds
@@ -377,7 +393,7 @@ fn apply(
                      (SELECT flow_id FROM oauth_flows WHERE expires_at < ?1 LIMIT ?2)",
                 )
                 .db()?
-                .execute(params![
+                .write(params![
                     now.saturating_sub(FLOW_RETENTION),
                     i64::try_from(rest).unwrap_or(i64::MAX)
                 ])
@@ -392,7 +408,7 @@ fn apply(
                      (SELECT id FROM audit WHERE time < ?1 ORDER BY id LIMIT ?2)",
                 )
                 .db()?
-                .execute(params![before, i64::try_from(limit).unwrap_or(i64::MAX)])
+                .write(params![before, i64::try_from(limit).unwrap_or(i64::MAX)])
                 .db()?;
             Ok(Outcome::Purged(n))
         }
@@ -408,7 +424,7 @@ fn apply(
             let n = conn
                 .prepare_cached("DELETE FROM nodes WHERE node_id = ?1")
                 .db()?
-                .execute([&node_id])
+                .write([&node_id])
                 .db()?;
             Ok(Outcome::Deleted(n > 0))
         }
@@ -434,7 +450,7 @@ fn register_node(
          last_seen = MAX(nodes.last_seen, excluded.last_seen)",
     )
     .db()?
-    .execute(params![node_id, versions, now])
+    .write(params![node_id, versions, now])
     .db()?;
     Ok(())
 }
@@ -447,7 +463,7 @@ pub(crate) fn insert_audit(conn: &Connection, ev: &AuditEvent) -> Result<()> {
          VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)",
     )
     .db()?
-    .execute(params![
+    .write(params![
         ev.time,
         ev.request_id,
         ev.token_id,
@@ -614,7 +630,7 @@ fn apply_mutation(
                  description = excluded.description",
             )
             .db()?
-            .execute(params![
+            .write(params![
                 ns,
                 store.code(),
                 key,
@@ -645,7 +661,7 @@ fn apply_mutation(
             // Removes an expired row too: it is absent already, and this saves the purge a visit.
             conn.prepare_cached("DELETE FROM records WHERE ns = ?1 AND store = ?2 AND key = ?3")
                 .db()?
-                .execute(params![ns, store.code(), key])
+                .write(params![ns, store.code(), key])
                 .db()?;
             Ok(Applied::Deleted)
         }
@@ -709,7 +725,7 @@ fn apply_mutation(
                  lease_id = NULL",
             )
             .db()?
-            .execute(params![
+            .write(params![
                 ns,
                 credential.key,
                 credential.owner.as_str(),
@@ -741,7 +757,7 @@ fn apply_mutation(
             // Removes an expired row too, as a record delete does.
             conn.prepare_cached("DELETE FROM credentials WHERE ns = ?1 AND key = ?2")
                 .db()?
-                .execute(params![ns, key])
+                .write(params![ns, key])
                 .db()?;
             Ok(Applied::Deleted)
         }
@@ -763,7 +779,7 @@ fn apply_mutation(
                      AND (lease_until IS NULL OR lease_until <= ?6)",
                 )
                 .db()?
-                .execute(params![
+                .write(params![
                     lease_until,
                     lease_id,
                     ns,
@@ -798,7 +814,7 @@ fn apply_mutation(
                      WHERE flow_id = ?4 AND status = 'pending' AND expires_at > ?5",
                 )
                 .db()?
-                .execute(params![status.as_str(), error, access_token, flow_id, now])
+                .write(params![status.as_str(), error, access_token, flow_id, now])
                 .db()?;
             if finished == 0 {
                 return Err(CoreError::WriteConflict);
@@ -814,7 +830,7 @@ fn apply_mutation(
                      AND expires_at > ?2",
                 )
                 .db()?
-                .execute(params![flow_id, now])
+                .write(params![flow_id, now])
                 .db()?;
             if handed_out == 0 {
                 return Err(CoreError::WriteConflict);
@@ -840,7 +856,7 @@ fn put_flow(conn: &Connection, flow: &FlowRow) -> Result<()> {
          VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16)",
     )
     .db()?
-    .execute(params![
+    .write(params![
         flow.flow_id,
         flow.ns,
         flow.installation_id,
@@ -922,7 +938,7 @@ fn meta_get_or_insert(conn: &Connection, name: &str, value: &[u8]) -> Result<Out
         "INSERT INTO meta (name, value) VALUES (?1, ?2) ON CONFLICT (name) DO NOTHING",
     )
     .db()?
-    .execute(params![name, value])
+    .write(params![name, value])
     .db()?;
     let stored = queries::meta_get(conn, name)?
         .ok_or_else(|| CoreError::internal("a meta value vanished inside its transaction"))?;
@@ -941,7 +957,7 @@ fn insert_namespace(
          VALUES (?1, ?2, ?3, ?4, ?5)",
     )
     .db()?
-    .execute(params![
+    .write(params![
         namespace.ns,
         kind,
         owner_id,
@@ -958,19 +974,19 @@ fn insert_namespace(
 fn destroy_namespace(conn: &Connection, ns: Ns) -> Result<()> {
     conn.prepare_cached("DELETE FROM records WHERE ns = ?1")
         .db()?
-        .execute([ns])
+        .write([ns])
         .db()?;
     conn.prepare_cached("DELETE FROM credentials WHERE ns = ?1")
         .db()?
-        .execute([ns])
+        .write([ns])
         .db()?;
     conn.prepare_cached("DELETE FROM oauth_flows WHERE ns = ?1")
         .db()?
-        .execute([ns])
+        .write([ns])
         .db()?;
     conn.prepare_cached("DELETE FROM namespaces WHERE ns = ?1")
         .db()?
-        .execute([ns])
+        .write([ns])
         .db()?;
     Ok(())
 }
@@ -987,7 +1003,7 @@ fn put_app(
         // An existing app keeps its shared namespace; the one passed in is not needed.
         conn.prepare_cached("UPDATE apps SET scopes = ?1, updated_at = ?2 WHERE app_id = ?3")
             .db()?
-            .execute(params![encoded, now, app_id])
+            .write(params![encoded, now, app_id])
             .db()?;
         row.scopes = scopes.to_vec();
         row.updated_at = now;
@@ -998,7 +1014,7 @@ fn put_app(
         "INSERT INTO apps (app_id, scopes, ns, created_at, updated_at) VALUES (?1, ?2, ?3, ?4, ?4)",
     )
     .db()?
-    .execute(params![app_id, encoded, namespace.ns, now])
+    .write(params![app_id, encoded, namespace.ns, now])
     .db()?;
     let row = AppRow {
         app_id: app_id.to_owned(),
@@ -1022,7 +1038,7 @@ fn delete_app(conn: &Connection, app_id: &str) -> Result<bool> {
     destroy_namespace(conn, app.ns)?;
     conn.prepare_cached("DELETE FROM apps WHERE app_id = ?1")
         .db()?
-        .execute([app_id])
+        .write([app_id])
         .db()?;
     Ok(true)
 }
@@ -1036,7 +1052,7 @@ fn put_account(
     if let Some(mut row) = queries::get_account(conn, account_id)? {
         conn.prepare_cached("UPDATE accounts SET updated_at = ?1 WHERE account_id = ?2")
             .db()?
-            .execute(params![now, account_id])
+            .write(params![now, account_id])
             .db()?;
         row.updated_at = now;
         return Ok(Outcome::Account(row, false));
@@ -1046,7 +1062,7 @@ fn put_account(
         "INSERT INTO accounts (account_id, ns, created_at, updated_at) VALUES (?1, ?2, ?3, ?3)",
     )
     .db()?
-    .execute(params![account_id, namespace.ns, now])
+    .write(params![account_id, namespace.ns, now])
     .db()?;
     let row = AccountRow {
         account_id: account_id.to_owned(),
@@ -1067,7 +1083,7 @@ fn delete_account(conn: &Connection, account_id: &str) -> Result<bool> {
     destroy_namespace(conn, account.ns)?;
     conn.prepare_cached("DELETE FROM accounts WHERE account_id = ?1")
         .db()?
-        .execute([account_id])
+        .write([account_id])
         .db()?;
     Ok(true)
 }
@@ -1097,7 +1113,7 @@ fn put_provider(
          client_secret = excluded.client_secret, updated_at = excluded.updated_at",
     )
     .db()?
-    .execute(params![
+    .write(params![
         row.name,
         row.document,
         client_secret,
@@ -1147,7 +1163,7 @@ fn install(conn: &Connection, new: NewInstallation, now: Millis) -> Result<Insta
          VALUES (?1, ?2, ?3, ?4, ?5)",
     )
     .db()?
-    .execute(params![
+    .write(params![
         new.installation_id,
         new.app_id,
         new.account_id,
@@ -1171,12 +1187,12 @@ fn install(conn: &Connection, new: NewInstallation, now: Millis) -> Result<Insta
 fn uninstall(conn: &Connection, inst: &InstallationRow) -> Result<()> {
     conn.prepare_cached("DELETE FROM tokens WHERE installation_id = ?1 OR ns = ?2")
         .db()?
-        .execute(params![inst.installation_id, inst.ns])
+        .write(params![inst.installation_id, inst.ns])
         .db()?;
     destroy_namespace(conn, inst.ns)?;
     conn.prepare_cached("DELETE FROM installations WHERE installation_id = ?1")
         .db()?
-        .execute([&inst.installation_id])
+        .write([&inst.installation_id])
         .db()?;
     Ok(())
 }
@@ -1211,7 +1227,7 @@ fn insert_token(conn: &Connection, token: &TokenRow) -> Result<()> {
          created_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
     )
     .db()?
-    .execute(params![
+    .write(params![
         token.token_id,
         token.mac,
         token.kind.as_str(),

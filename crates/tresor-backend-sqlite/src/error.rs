@@ -49,6 +49,15 @@ impl<T> SqlResultExt<T> for Result<T, rusqlite::Error> {
     }
 }
 
+/// The error a fail point injects in place of SQLite's (see `tresor_core::faults`).
+#[cfg(feature = "failpoints")]
+pub(crate) fn injected(code: std::ffi::c_int) -> rusqlite::Error {
+    rusqlite::Error::SqliteFailure(
+        rusqlite::ffi::Error::new(code),
+        Some("injected by a fail point".into()),
+    )
+}
+
 /// A mutex whose holder panicked: the data behind it may be half-changed.
 pub(crate) fn poisoned(what: &str) -> CoreError {
     CoreError::Internal(format!("the {what} lock was poisoned by a panic"))

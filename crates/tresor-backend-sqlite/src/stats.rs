@@ -20,6 +20,7 @@ pub struct GroupCommitStats {
     checkpoints_total: AtomicU64,
     failed_checkpoints_total: AtomicU64,
     disk_full: AtomicBool,
+    writer_stopped: AtomicBool,
 }
 
 /// A point-in-time copy of [`GroupCommitStats`].
@@ -48,6 +49,9 @@ pub struct GroupCommitSnapshot {
     /// The writer is in full-disk mode: writes answer 507 until space returns
     /// (`reserve.rs`).
     pub disk_full: bool,
+    /// A storage failure at `BEGIN` or `COMMIT` stopped the writer: nothing is written until
+    /// the server is restarted (`writer.rs`).
+    pub writer_stopped: bool,
 }
 
 impl GroupCommitSnapshot {
@@ -82,7 +86,12 @@ impl GroupCommitStats {
             checkpoints_total: load(&self.checkpoints_total),
             failed_checkpoints_total: load(&self.failed_checkpoints_total),
             disk_full: self.disk_full.load(Ordering::Relaxed),
+            writer_stopped: self.writer_stopped.load(Ordering::Relaxed),
         }
+    }
+
+    pub(crate) fn set_writer_stopped(&self) {
+        self.writer_stopped.store(true, Ordering::Relaxed);
     }
 
     pub(crate) fn set_disk_full(&self, full: bool) {

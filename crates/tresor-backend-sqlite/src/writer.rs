@@ -12,6 +12,16 @@
 //! ([`crate::reserve`]): it releases the audit reserve, answers every write 507 without running
 //! it, keeps committing the audit events of reads into the freed space, and takes the reserve
 //! back (and leaves the mode) once space returns.
+//!
+//! A `BEGIN` or `COMMIT` that fails with an I/O error or corruption (an fsync that failed, a
+//! write the disk refused) stops the writer for good: after a failed fsync the kernel may have
+//! dropped the pages it could not write and a later fsync can report success, so carrying on
+//! could acknowledge writes that are not on disk. The batch is answered 503, the thread ends,
+//! every later write and every read (whose audit event can no longer be committed) answers 503,
+//! and `/readyz` fails until the server is restarted, which reopens the store from what the disk
+//! really holds. The fail points `sqlite::begin`, `sqlite::commit` and `sqlite::acknowledge`
+//! (and `sqlite::write` in [`crate::apply`]) let the tests inject those failures and crashes
+//! (see `tresor_core::faults`).
 
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
@@ -54,6 +64,8 @@ pub(crate) struct GroupCommitWriter {
     /// The checkpoint thread; it exits once the writer's connection (and its WAL hook) is gone.
     checkpointer: Mutex<Option<JoinHandle<()>>>,
     closing: AtomicBool,
+    /// Set by the writer thread when a storage failure stopped it (see the module documentation).
+    stopped: Arc<AtomicBool>,
     /// Audit events enqueued and not yet committed: the queue's bound is on this number, so a
     /// disk that stays full fills the queue and reads fail closed.
     audit_pending: Arc<AtomicUsize>,
@@ -84,6 +96,7 @@ impl GroupCommitWriter {
         let checkpointer = checkpoint::start(path, &mut conn, stats.clone())?;
         let auth_epoch = Arc::new(AtomicU64::new(0));
         let inbox = Arc::new(Mutex::new(Vec::new()));
+        let stopped = Arc::new(AtomicBool::new(false));
         let worker = Worker {
             conn,
             receiver,
@@ -98,6 +111,7 @@ impl GroupCommitWriter {
             quota,
             full_since_probe: None,
             saw_full: false,
+            stopped: stopped.clone(),
         };
         let thread = std::thread::Builder::new()
             .name("tresor-sqlite-writer".into())
@@ -108,6 +122,7 @@ impl GroupCommitWriter {
             thread: Mutex::new(Some(thread)),
             checkpointer: Mutex::new(Some(checkpointer)),
             closing: AtomicBool::new(false),
+            stopped,
             audit_pending,
             audit_bound,
             inbox,
@@ -120,6 +135,9 @@ impl GroupCommitWriter {
     pub(crate) async fn call(&self, op: Op) -> Result<Outcome> {
         if self.closing.load(Ordering::Acquire) {
             return Err(shutting_down());
+        }
+        if self.stopped.load(Ordering::Acquire) {
+            return Err(storage_failed());
         }
         let (reply, answer) = oneshot::channel();
         self.sender
@@ -136,6 +154,10 @@ impl GroupCommitWriter {
         }
         if self.closing.load(Ordering::Acquire) {
             return Err(shutting_down());
+        }
+        if self.stopped.load(Ordering::Acquire) {
+            // Fail closed: the event could never be committed.
+            return Err(storage_failed());
         }
         let n = events.len();
         let before = self.audit_pending.fetch_add(n, Ordering::AcqRel);
@@ -175,6 +197,9 @@ impl GroupCommitWriter {
         if self.closing.load(Ordering::Acquire) {
             return Err(shutting_down());
         }
+        if self.stopped.load(Ordering::Acquire) {
+            return Err(storage_failed());
+        }
         let thread = self.thread.lock().map_err(|_| poisoned("writer thread"))?;
         match thread.as_ref() {
             Some(t) if !t.is_finished() => Ok(()),
@@ -210,6 +235,54 @@ impl GroupCommitWriter {
 
 fn shutting_down() -> CoreError {
     CoreError::Unavailable("the storage is shutting down".into())
+}
+
+fn storage_failed() -> CoreError {
+    CoreError::Unavailable(
+        "the storage failed to make a write durable; this server writes nothing more until it \
+         is restarted"
+            .into(),
+    )
+}
+
+/// Does this error of `BEGIN` or `COMMIT` mean the disk may not hold what SQLite wrote (an I/O
+/// error, fsync's included, or a damaged file)? A full disk, a busy lock or an interrupt does not.
+fn is_storage_failure(e: &rusqlite::Error) -> bool {
+    matches!(
+        e,
+        rusqlite::Error::SqliteFailure(f, _)
+            if matches!(
+                f.code,
+                rusqlite::ErrorCode::SystemIoFailure
+                    | rusqlite::ErrorCode::DatabaseCorrupt
+                    | rusqlite::ErrorCode::NotADatabase
+            )
+    )
+}
+
+/// `BEGIN IMMEDIATE`, behind the fail point `sqlite::begin`.
+fn begin(conn: &Connection) -> rusqlite::Result<()> {
+    tresor_core::fault_point!(
+        "sqlite::begin",
+        Err(crate::error::injected(rusqlite::ffi::SQLITE_IOERR_READ))
+    );
+    conn.execute_batch("BEGIN IMMEDIATE")
+}
+
+/// `COMMIT`, the step that fsyncs, behind the fail point `sqlite::commit` (whose injected error
+/// is the one SQLite reports when its fsync fails).
+fn commit(conn: &Connection) -> rusqlite::Result<()> {
+    tresor_core::fault_point!(
+        "sqlite::commit",
+        Err(crate::error::injected(rusqlite::ffi::SQLITE_IOERR_FSYNC))
+    );
+    conn.execute_batch("COMMIT")
+}
+
+/// The fail point `sqlite::acknowledge`: after `COMMIT` returned, before anyone is answered (a
+/// crash here leaves a durable write that nobody was told about).
+fn acknowledge() {
+    tresor_core::fault_point!("sqlite::acknowledge", ());
 }
 
 fn writer_stopped() -> CoreError {
@@ -258,6 +331,9 @@ struct Worker {
     full_since_probe: Option<Instant>,
     /// The current batch failed because the disk is full.
     saw_full: bool,
+    /// Set when `BEGIN` or `COMMIT` failed with a storage failure: the thread answers the batch
+    /// and ends (see the module documentation).
+    stopped: Arc<AtomicBool>,
 }
 
 impl Worker {
@@ -287,6 +363,11 @@ impl Worker {
                 self.commit_batch(requests, messages);
             }
             self.track_disk_space();
+            if self.stopped.load(Ordering::Acquire) {
+                // Every message still queued is dropped with the receiver: its caller hears
+                // that the writer stopped, and nothing of it was written.
+                break;
+            }
             if self.stopping && messages == 0 {
                 // Drained: everything sent before the shutdown has been answered.
                 if !self.audit.is_empty() {
@@ -443,9 +524,12 @@ impl Worker {
             // A transaction left open by a failed COMMIT and a failed ROLLBACK: clear it first.
             let _ = self.conn.execute_batch("ROLLBACK");
         }
-        if let Err(e) = self.conn.execute_batch("BEGIN IMMEDIATE") {
+        if let Err(e) = begin(&self.conn) {
             tracing::warn!(error = %e, "sqlite writer could not begin a transaction");
             self.stats.record_failure();
+            if let Some(cause) = self.stop_on_storage_failure(&e) {
+                return fail_all(requests.into_iter().map(|(_, r)| r), &cause);
+            }
             let cause = from_sqlite(&e);
             self.note(&cause);
             return fail_all(requests.into_iter().map(|(_, r)| r), &cause);
@@ -485,10 +569,12 @@ impl Worker {
             answers.push((reply, result));
         }
         let queued = self.write_queued_audit();
-        let finished = self
-            .versions
-            .save(&self.conn)
-            .and_then(|()| self.conn.execute_batch("COMMIT").db());
+        let finished = self.versions.save(&self.conn).and_then(|()| {
+            commit(&self.conn).map_err(|e| {
+                self.stop_on_storage_failure(&e)
+                    .unwrap_or_else(|| from_sqlite(&e))
+            })
+        });
         if let Err(e) = finished {
             self.note(&e);
             if self.full_since_probe.is_some() {
@@ -506,6 +592,7 @@ impl Worker {
                 .map(|(reply, result)| (reply, result.and_then(|_| Err(copy_error(&e)))))
                 .collect();
         }
+        acknowledge();
         self.versions.mark_persisted();
         if queued > 0 {
             self.audit.drain(..queued);
@@ -517,6 +604,22 @@ impl Worker {
                 .record_commit(messages.max(1), audit_written + queued);
         }
         answers
+    }
+
+    /// After `BEGIN` or `COMMIT` failed with `e`: when it is a storage failure, stops the writer
+    /// (the run loop ends after this batch) and returns the error for the batch's requests.
+    fn stop_on_storage_failure(&mut self, e: &rusqlite::Error) -> Option<CoreError> {
+        if !is_storage_failure(e) {
+            return None;
+        }
+        tracing::error!(
+            error = %e,
+            "the storage failed to make a write durable: this server writes nothing more and \
+             /readyz fails; check the disk, then restart the server"
+        );
+        self.stopped.store(true, Ordering::Release);
+        self.stats.set_writer_stopped();
+        Some(storage_failed())
     }
 
     /// Writes the queued audit events in their own savepoint; returns how many were written
@@ -585,5 +688,39 @@ impl GroupCommitWriter {
             .send(Msg::Sql(sql.to_owned(), reply))
             .map_err(|_| writer_stopped())?;
         answer.await.map_err(|_| writer_stopped())?
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn failure(code: std::ffi::c_int) -> rusqlite::Error {
+        rusqlite::Error::SqliteFailure(rusqlite::ffi::Error::new(code), None)
+    }
+
+    #[test]
+    fn io_errors_and_corruption_stop_the_writer_and_nothing_else_does() {
+        use rusqlite::ffi;
+        for code in [
+            ffi::SQLITE_IOERR,
+            ffi::SQLITE_IOERR_FSYNC,
+            ffi::SQLITE_IOERR_WRITE,
+            ffi::SQLITE_IOERR_DIR_FSYNC,
+            ffi::SQLITE_CORRUPT,
+            ffi::SQLITE_NOTADB,
+        ] {
+            assert!(is_storage_failure(&failure(code)), "{code}");
+        }
+        for code in [
+            ffi::SQLITE_FULL,
+            ffi::SQLITE_BUSY,
+            ffi::SQLITE_LOCKED,
+            ffi::SQLITE_INTERRUPT,
+            ffi::SQLITE_CONSTRAINT,
+        ] {
+            assert!(!is_storage_failure(&failure(code)), "{code}");
+        }
+        assert!(!is_storage_failure(&rusqlite::Error::QueryReturnedNoRows));
     }
 }

@@ -6,6 +6,8 @@ mod admin;
 mod context;
 mod credentials;
 mod error;
+#[cfg(feature = "failpoints")]
+mod failpoints;
 mod metrics;
 mod oauth;
 pub mod openapi;
@@ -238,6 +240,15 @@ pub fn router(state: AppState) -> Router {
                 let st = st.clone();
                 async move { not_available(st, what, req).await }
             }),
+        );
+    }
+
+    #[cfg(feature = "failpoints")]
+    {
+        let st = state.clone();
+        r = r.route(
+            "/v1/admin/failpoints/{name}",
+            axum::routing::any(move |req: Request| failpoints::route(st.clone(), req)),
         );
     }
 

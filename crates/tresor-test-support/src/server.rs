@@ -556,3 +556,25 @@ impl TestServer {
             .unwrap_or_else(|| panic!("no status in {text}"))
     }
 }
+
+/// `PRAGMA integrity_check` on an embedded store (`tresor.db`) as a kill or a crash left it,
+/// through a read-only connection: `Ok` when SQLite says `ok`.
+pub fn integrity_check(db: &Path) -> Result<(), String> {
+    let c = rusqlite::Connection::open_with_flags(
+        db,
+        rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY | rusqlite::OpenFlags::SQLITE_OPEN_NO_MUTEX,
+    )
+    .map_err(|e| format!("open {}: {e}", db.display()))?;
+    let rows: Vec<String> = c
+        .prepare("PRAGMA integrity_check")
+        .and_then(|mut st| {
+            st.query_map([], |r| r.get::<_, String>(0))?
+                .collect::<Result<_, _>>()
+        })
+        .map_err(|e| format!("integrity_check: {e}"))?;
+    if rows == ["ok"] {
+        Ok(())
+    } else {
+        Err(format!("integrity_check: {rows:?}"))
+    }
+}

@@ -862,5 +862,12 @@ fn group_commit_metrics(s: &GroupCommitSnapshot) -> String {
          tresor_sqlite_disk_full {}\n",
         u8::from(s.disk_full)
     ));
+    out.push_str(&format!(
+        "# HELP tresor_sqlite_writer_stopped 1 once a storage failure (an I/O error at commit) \
+         stopped all writes: restart the server after checking the disk.\n\
+         # TYPE tresor_sqlite_writer_stopped gauge\n\
+         tresor_sqlite_writer_stopped {}\n",
+        u8::from(s.writer_stopped)
+    ));
     out
 }

@@ -36,7 +36,7 @@ use std::time::{Duration, Instant};
 
 use futures::StreamExt as _;
 use serde_json::{Map, Value, json};
-use tresor_test_support::server::{StorageBackend, TestServer};
+use tresor_test_support::server::{StorageBackend, TestServer, integrity_check};
 
 fn bin() -> &'static Path {
     env!("CARGO_BIN_EXE_tresor").as_ref()
@@ -1259,27 +1259,6 @@ fn check_tally(t: &mut Tally, seen: Option<Seen>, where_: &str, failures: &mut V
     t.tags = present;
     t.acked_max = seen.map_or(0, |s| s.version);
     applied
-}
-
-/// `PRAGMA integrity_check` on the store as the kill left it, through a read-only connection.
-fn integrity_check(db: &Path) -> Result<(), String> {
-    let c = rusqlite::Connection::open_with_flags(
-        db,
-        rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY | rusqlite::OpenFlags::SQLITE_OPEN_NO_MUTEX,
-    )
-    .map_err(|e| format!("open {}: {e}", db.display()))?;
-    let rows: Vec<String> = c
-        .prepare("PRAGMA integrity_check")
-        .and_then(|mut st| {
-            st.query_map([], |r| r.get::<_, String>(0))?
-                .collect::<Result<_, _>>()
-        })
-        .map_err(|e| format!("integrity_check: {e}"))?;
-    if rows == ["ok"] {
-        Ok(())
-    } else {
-        Err(format!("integrity_check: {rows:?}"))
-    }
 }
 
 async fn install(s: &TestServer, inst: usize) -> String {
