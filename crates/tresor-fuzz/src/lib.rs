@@ -375,9 +375,12 @@ fn mutate(blob: &[u8], mutations: &[u8]) -> Vec<u8> {
 
 /// The token parser on arbitrary text: never panics; what it accepts is exactly
 /// `tsr_<16 lowercase hex>_<43 base64url>` and the id it returns is the one in that text; an
-/// issued token parses back to its own id; a token's MAC verifies it and nothing else.
+/// issued token parses back to its own id; a token's MAC verifies it and nothing else. The
+/// same text as an `Authorization` value: the bearer parser takes a token only after the scheme
+/// `Bearer` (any case) and one space, and hands back a non-empty, trimmed part of the value.
 pub fn token(data: &[u8]) {
     let text = String::from_utf8_lossy(data);
+    bearer(&text);
     if let Some(id) = token_id_of(&text) {
         let rest = text
             .strip_prefix("tsr_")
@@ -559,4 +562,21 @@ fn assert_clean(e: &CoreError, statuses: &[u16]) {
             "an error message repeats the caller's text: {message}"
         );
     }
+}
+
+/// The invariants of `tresor_core::service::bearer_token` on one `Authorization` value.
+fn bearer(header: &str) {
+    let Some(token) = tresor_core::service::bearer_token(header) else {
+        return;
+    };
+    let (scheme, rest) = header
+        .split_once(' ')
+        .unwrap_or_else(|| panic!("a token without a scheme"));
+    assert!(
+        scheme.eq_ignore_ascii_case("bearer"),
+        "a token under another scheme"
+    );
+    assert!(!token.is_empty(), "an empty token");
+    assert_eq!(token, token.trim(), "the token is not trimmed");
+    assert!(rest.contains(token), "the token is not from the value");
 }

@@ -127,8 +127,9 @@ fn principal_of(rec: AuthRecord) -> Result<Principal> {
     }
 }
 
-/// The token of a `Bearer` authorization value (scheme case-insensitive).
-fn bearer_token(header: &str) -> Option<&str> {
+/// The token of a `Bearer` authorization value (scheme case-insensitive). Public for the fuzz
+/// target `token` (`tresor-fuzz`).
+pub fn bearer_token(header: &str) -> Option<&str> {
     let (scheme, rest) = header.split_once(' ')?;
     if !scheme.eq_ignore_ascii_case("bearer") {
         return None;

@@ -4,6 +4,7 @@
 
 mod admin;
 mod auth;
+pub use auth::bearer_token;
 mod credentials;
 mod nodes;
 mod oauth;
