@@ -37,6 +37,18 @@ pub(crate) enum Op {
         name: String,
         value: Vec<u8>,
     },
+    /// Compare-and-set of a meta value (see `Backend::meta_replace`).
+    MetaReplace {
+        name: String,
+        old: Vec<u8>,
+        new: Vec<u8>,
+    },
+    /// Compare-and-set of a namespace's wrapped key (see `Backend::namespace_key_replace`).
+    NamespaceKeyReplace {
+        ns: Ns,
+        old: Vec<u8>,
+        new: Vec<u8>,
+    },
     PutApp {
         app_id: String,
         scopes: Vec<String>,
@@ -101,6 +113,8 @@ pub(crate) enum Op {
 pub(crate) enum Outcome {
     Applied(Vec<Applied>),
     Meta(Vec<u8>),
+    /// A compare-and-set: did it replace?
+    Replaced(bool),
     App(AppRow, bool),
     Account(AccountRow, bool),
     Provider(ProviderRow, bool),
@@ -125,6 +139,24 @@ pub(crate) async fn apply(t: &mut Tx<'_>, op: &Op) -> Result<Outcome> {
                 CoreError::internal("a meta value vanished inside its transaction")
             })?;
             Ok(Outcome::Meta(stored))
+        }
+        Op::MetaReplace { name, old, new } => {
+            let n =
+                t.tx.execute(
+                    "UPDATE meta SET value = $1 WHERE name = $2 AND value = $3",
+                    &[new, name, old],
+                )
+                .await?;
+            Ok(Outcome::Replaced(n == 1))
+        }
+        Op::NamespaceKeyReplace { ns, old, new } => {
+            let n =
+                t.tx.execute(
+                    "UPDATE namespaces SET wrapped_key = $1 WHERE ns = $2 AND wrapped_key = $3",
+                    &[new, ns, old],
+                )
+                .await?;
+            Ok(Outcome::Replaced(n == 1))
         }
         Op::PutApp {
             app_id,

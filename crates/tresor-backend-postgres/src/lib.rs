@@ -232,6 +232,43 @@ impl Backend for PostgresBackend {
         }
     }
 
+    async fn meta_replace(&self, name: &str, old: &[u8], new: &[u8]) -> Result<bool> {
+        let op = Op::MetaReplace {
+            name: name.to_owned(),
+            old: old.to_vec(),
+            new: new.to_vec(),
+        };
+        match self.write(op).await? {
+            Outcome::Replaced(done) => Ok(done),
+            _ => Err(mismatch()),
+        }
+    }
+
+    async fn namespace_key_replace(&self, ns: Ns, old: &[u8], new: &[u8]) -> Result<bool> {
+        let op = Op::NamespaceKeyReplace {
+            ns,
+            old: old.to_vec(),
+            new: new.to_vec(),
+        };
+        match self.write(op).await? {
+            Outcome::Replaced(done) => Ok(done),
+            _ => Err(mismatch()),
+        }
+    }
+
+    async fn namespace_keys_not_under(
+        &self,
+        prefix: &[u8],
+        after: Ns,
+        limit: usize,
+    ) -> Result<Vec<NamespaceRow>> {
+        read(queries::namespace_keys_not_under(&self.client().await?, prefix, after, limit).await)
+    }
+
+    async fn count_namespace_keys(&self, prefixes: &[Vec<u8>]) -> Result<(Vec<u64>, u64)> {
+        read(queries::count_namespace_keys(&self.client().await?, prefixes).await)
+    }
+
     async fn meta_get(&self, name: &str) -> Result<Option<Vec<u8>>> {
         read(queries::meta_get(&self.client().await?, name).await)
     }

@@ -396,6 +396,53 @@ pub(crate) async fn namespace_key_without_prefixes(
     row.as_ref().map(namespace_row).transpose()
 }
 
+/// See [`tresor_core::Backend::namespace_keys_not_under`].
+pub(crate) async fn namespace_keys_not_under(
+    c: &impl GenericClient,
+    prefix: &[u8],
+    after: Ns,
+    limit: usize,
+) -> Result<Vec<NamespaceRow>> {
+    let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+    let stmt = c
+        .prepare_cached(
+            "SELECT ns, wrapped_key FROM namespaces WHERE ns > $2 \
+             AND substring(wrapped_key FROM 1 FOR length($1::BYTEA)) <> $1::BYTEA \
+             ORDER BY ns LIMIT $3",
+        )
+        .await?;
+    c.query(&stmt, &[&prefix, &after, &limit])
+        .await?
+        .iter()
+        .map(namespace_row)
+        .collect()
+}
+
+/// See [`tresor_core::Backend::count_namespace_keys`]: one scan of the namespaces.
+pub(crate) async fn count_namespace_keys(
+    c: &impl GenericClient,
+    prefixes: &[Vec<u8>],
+) -> Result<(Vec<u64>, u64)> {
+    let mut sql = String::from("SELECT count(*)");
+    for n in 1..=prefixes.len() {
+        sql.push_str(&format!(
+            ", count(*) FILTER (WHERE substring(wrapped_key FROM 1 FOR length(${n}::BYTEA)) = ${n}::BYTEA)"
+        ));
+    }
+    sql.push_str(" FROM namespaces");
+    let params: Vec<&(dyn tokio_postgres::types::ToSql + Sync)> = prefixes
+        .iter()
+        .map(|p| p as &(dyn tokio_postgres::types::ToSql + Sync))
+        .collect();
+    let row = c.query_one(sql.as_str(), &params).await?;
+    let mut counts = Vec::with_capacity(prefixes.len() + 1);
+    for i in 0..=prefixes.len() {
+        counts.push(u64::try_from(row.try_get::<_, i64>(i)?).unwrap_or(0));
+    }
+    let total = counts.remove(0);
+    Ok((counts, total))
+}
+
 fn namespace_row(r: &Row) -> Result<NamespaceRow> {
     Ok(NamespaceRow {
         ns: r.try_get(0)?,

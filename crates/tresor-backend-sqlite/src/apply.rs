@@ -43,6 +43,18 @@ pub(crate) enum Op {
         name: String,
         value: Vec<u8>,
     },
+    /// Compare-and-set of a meta value (see `Backend::meta_replace`).
+    MetaReplace {
+        name: String,
+        old: Vec<u8>,
+        new: Vec<u8>,
+    },
+    /// Compare-and-set of a namespace's wrapped key (see `Backend::namespace_key_replace`).
+    NamespaceKeyReplace {
+        ns: Ns,
+        old: Vec<u8>,
+        new: Vec<u8>,
+    },
     PutApp {
         app_id: String,
         scopes: Vec<String>,
@@ -115,6 +127,8 @@ pub(crate) enum Op {
 pub(crate) enum Outcome {
     Applied(Vec<Applied>),
     Meta(Vec<u8>),
+    /// A compare-and-set: did it replace?
+    Replaced(bool),
     App(AppRow, bool),
     Account(AccountRow, bool),
     Provider(ProviderRow, bool),
@@ -131,6 +145,8 @@ impl Op {
         match self {
             Op::Commit(c) => c.audit.len(),
             Op::MetaGetOrInsert { .. }
+            | Op::MetaReplace { .. }
+            | Op::NamespaceKeyReplace { .. }
             | Op::PurgeExpired { .. }
             | Op::PurgeAudit { .. }
             | Op::RegisterNode { .. }
@@ -149,6 +165,8 @@ impl Op {
             self,
             Op::Commit(_)
                 | Op::MetaGetOrInsert { .. }
+                | Op::MetaReplace { .. }
+                | Op::NamespaceKeyReplace { .. }
                 | Op::PutProvider { .. }
                 | Op::DeleteProvider { .. }
                 | Op::PurgeExpired { .. }
@@ -280,6 +298,20 @@ fn apply(
             apply_commit(conn, versions, quota, commit, now).map(Outcome::Applied)
         }
         Op::MetaGetOrInsert { name, value } => meta_get_or_insert(conn, &name, &value),
+        Op::MetaReplace { name, old, new } => conn
+            .prepare_cached("UPDATE meta SET value = ?1 WHERE name = ?2 AND value = ?3")
+            .db()?
+            .write(params![new, name, old])
+            .db()
+            .map(|n| Outcome::Replaced(n == 1)),
+        Op::NamespaceKeyReplace { ns, old, new } => conn
+            .prepare_cached(
+                "UPDATE namespaces SET wrapped_key = ?1 WHERE ns = ?2 AND wrapped_key = ?3",
+            )
+            .db()?
+            .write(params![new, ns, old])
+            .db()
+            .map(|n| Outcome::Replaced(n == 1)),
         Op::PutApp {
             app_id,
             scopes,

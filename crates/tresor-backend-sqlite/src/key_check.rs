@@ -86,7 +86,7 @@ impl StoredKeys for ReadOnlyKeys {
 
 /// The path as the path part of an SQLite URI: bytes outside the unreserved set and `/` are
 /// percent-encoded, so a `?`, `#` or `%` in a directory name is not read as URI syntax.
-fn uri_path(path: &Path) -> String {
+pub(crate) fn uri_path(path: &Path) -> String {
     use std::os::unix::ffi::OsStrExt as _;
     let mut out = String::new();
     for &b in path.as_os_str().as_bytes() {

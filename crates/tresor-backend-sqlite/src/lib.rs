@@ -8,6 +8,7 @@
 //! transaction.
 
 mod apply;
+mod backup;
 mod checkpoint;
 mod dump;
 mod error;
@@ -39,6 +40,7 @@ use crate::apply::{Op, Outcome};
 use crate::readers::ReadPool;
 use crate::writer::GroupCommitWriter;
 
+pub use crate::backup::{SourceState, StoreSummary, backup_online, inspect_file};
 pub use crate::key_check::ReadOnlyKeys;
 pub use crate::reserve::RESERVE_FILE;
 pub use crate::stats::{BATCH_SIZE_BUCKETS, GroupCommitSnapshot, GroupCommitStats};
@@ -234,6 +236,54 @@ impl Backend for SqliteBackend {
             Outcome::Meta(v) => Ok(v),
             _ => Err(mismatch()),
         }
+    }
+
+    fn serves_alone(&self) -> bool {
+        // The data directory's lock admits one serving process.
+        true
+    }
+
+    async fn meta_replace(&self, name: &str, old: &[u8], new: &[u8]) -> Result<bool> {
+        let op = Op::MetaReplace {
+            name: name.to_owned(),
+            old: old.to_vec(),
+            new: new.to_vec(),
+        };
+        match self.write(op).await? {
+            Outcome::Replaced(done) => Ok(done),
+            _ => Err(mismatch()),
+        }
+    }
+
+    async fn namespace_key_replace(&self, ns: Ns, old: &[u8], new: &[u8]) -> Result<bool> {
+        let op = Op::NamespaceKeyReplace {
+            ns,
+            old: old.to_vec(),
+            new: new.to_vec(),
+        };
+        match self.write(op).await? {
+            Outcome::Replaced(done) => Ok(done),
+            _ => Err(mismatch()),
+        }
+    }
+
+    async fn namespace_keys_not_under(
+        &self,
+        prefix: &[u8],
+        after: Ns,
+        limit: usize,
+    ) -> Result<Vec<NamespaceRow>> {
+        let prefix = prefix.to_vec();
+        self.readers
+            .run(move |conn| queries::namespace_keys_not_under(conn, &prefix, after, limit))
+            .await
+    }
+
+    async fn count_namespace_keys(&self, prefixes: &[Vec<u8>]) -> Result<(Vec<u64>, u64)> {
+        let prefixes = prefixes.to_vec();
+        self.readers
+            .run(move |conn| queries::count_namespace_keys(conn, &prefixes))
+            .await
     }
 
     async fn meta_get(&self, name: &str) -> Result<Option<Vec<u8>>> {

@@ -492,6 +492,49 @@ pub(crate) fn namespace_key_without_prefixes(
         .db()
 }
 
+/// See [`tresor_core::Backend::namespace_keys_not_under`].
+pub(crate) fn namespace_keys_not_under(
+    conn: &Connection,
+    prefix: &[u8],
+    after: Ns,
+    limit: usize,
+) -> Result<Vec<NamespaceRow>> {
+    let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+    conn.prepare_cached(
+        "SELECT ns, wrapped_key FROM namespaces \
+         WHERE ns > ?2 AND substr(wrapped_key, 1, length(?1)) <> ?1 ORDER BY ns LIMIT ?3",
+    )
+    .db()?
+    .query_map(params![prefix, after, limit], namespace_row)
+    .db()?
+    .collect::<rusqlite::Result<_>>()
+    .db()
+}
+
+/// See [`tresor_core::Backend::count_namespace_keys`]: one scan of the namespaces.
+pub(crate) fn count_namespace_keys(
+    conn: &Connection,
+    prefixes: &[Vec<u8>],
+) -> Result<(Vec<u64>, u64)> {
+    let mut sql = String::from("SELECT count(*)");
+    for n in 1..=prefixes.len() {
+        sql.push_str(&format!(
+            ", coalesce(sum(substr(wrapped_key, 1, length(?{n})) = ?{n}), 0)"
+        ));
+    }
+    sql.push_str(" FROM namespaces");
+    let counts: Vec<i64> = conn
+        .prepare(&sql)
+        .db()?
+        .query_row(params_from_iter(prefixes), |r| {
+            (0..=prefixes.len()).map(|i| r.get::<_, i64>(i)).collect()
+        })
+        .db()?;
+    let as_u64 = |n: &i64| u64::try_from(*n).unwrap_or(0);
+    let total = counts.first().map_or(0, as_u64);
+    Ok((counts.iter().skip(1).map(as_u64).collect(), total))
+}
+
 fn namespace_row(r: &Row<'_>) -> rusqlite::Result<NamespaceRow> {
     Ok(NamespaceRow {
         ns: r.get(0)?,

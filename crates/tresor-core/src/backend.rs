@@ -568,6 +568,12 @@ pub trait Backend: Send + Sync + 'static {
     /// A short name for logs and `/readyz`.
     fn name(&self) -> &'static str;
 
+    /// Can only one process serve this store (the embedded store's lock)? Then registrations
+    /// of other processes in the node registry are left by processes that died.
+    fn serves_alone(&self) -> bool {
+        false
+    }
+
     /// Is the storage reachable?
     async fn ready(&self) -> Result<()>;
 
@@ -576,6 +582,29 @@ pub trait Backend: Send + Sync + 'static {
     async fn meta_get_or_insert(&self, name: &str, value: &[u8]) -> Result<Vec<u8>>;
 
     async fn meta_get(&self, name: &str) -> Result<Option<Vec<u8>>>;
+
+    /// Replaces the meta value `name` with `new` if it is still `old` (compare-and-set; the
+    /// root key rotation's re-wrap of the pepper and system key, and the active version). False
+    /// when it changed or is absent.
+    async fn meta_replace(&self, name: &str, old: &[u8], new: &[u8]) -> Result<bool>;
+
+    /// Replaces a namespace's wrapped key with `new` if it is still `old` (compare-and-set: the
+    /// re-wrap of a root key rotation, safe to run on several servers at once). False when it
+    /// changed or the namespace is gone.
+    async fn namespace_key_replace(&self, ns: Ns, old: &[u8], new: &[u8]) -> Result<bool>;
+
+    /// Up to `limit` namespaces with `ns > after`, in `ns` order, whose wrapped key does not
+    /// start with `prefix` (the header of one root key version): what a re-wrap still has to do.
+    async fn namespace_keys_not_under(
+        &self,
+        prefix: &[u8],
+        after: Ns,
+        limit: usize,
+    ) -> Result<Vec<NamespaceRow>>;
+
+    /// How many namespace keys start with each of `prefixes` (in their order), and how many
+    /// namespaces there are in all.
+    async fn count_namespace_keys(&self, prefixes: &[Vec<u8>]) -> Result<(Vec<u64>, u64)>;
 
     async fn authenticate(&self, token_id: &str) -> Result<Option<AuthRecord>>;
 

@@ -1,12 +1,17 @@
 //! Namespace data keys: creation, wrapping under the root key, and a cache of unwrapped keys.
 //! Also the associated data that binds every ciphertext to its owner, store and key.
 //!
+//! New keys are wrapped under the store's *active* root key version, which the store records
+//! (see `service::rotation`): it is the newest version every running server held when it was
+//! activated, not necessarily the newest in this server's key file. The ring itself can be
+//! replaced while serving (a key file that gained a version, reloaded by a rotation).
+//!
 //! The cache holds keys, never plaintext values. It needs no invalidation across servers: a
 //! namespace id is never reused, and once a namespace is deleted its records are gone and every
 //! write guarded by it fails inside the transaction.
 
 use std::collections::HashMap;
-use std::sync::{Arc, RwLock};
+use std::sync::{Arc, PoisonError, RwLock};
 
 use tresor_crypto::{DataKey, RootKeyRing};
 
@@ -22,20 +27,60 @@ pub const DATA_KEY_ID: u32 = 1;
 const CACHE_CAPACITY: usize = 100_000;
 
 pub struct KeyRing {
-    root: Arc<RootKeyRing>,
+    root: RwLock<Arc<RootKeyRing>>,
+    /// The store's active root key version: the one [`KeyRing::wrap`] uses.
+    active: RwLock<String>,
     cache: RwLock<HashMap<Ns, DataKey>>,
 }
 
 impl KeyRing {
-    pub fn new(root: Arc<RootKeyRing>) -> KeyRing {
+    /// A ring over `root` that wraps under `active`, which `root` must hold (checked by the
+    /// caller when it read the version from the store).
+    pub fn new(root: Arc<RootKeyRing>, active: String) -> KeyRing {
         KeyRing {
-            root,
+            root: RwLock::new(root),
+            active: RwLock::new(active),
             cache: RwLock::new(HashMap::new()),
         }
     }
 
-    pub fn root(&self) -> &RootKeyRing {
-        &self.root
+    /// The root key versions this server holds now.
+    pub fn root(&self) -> Arc<RootKeyRing> {
+        // The lock only guards a pointer swap; a panic elsewhere cannot leave it half-written.
+        self.root
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
+    }
+
+    /// Replaces the root key versions (a reloaded key file). Unwrapped namespace keys stay
+    /// cached: they do not depend on the version that wrapped them.
+    pub fn replace_root(&self, root: Arc<RootKeyRing>) {
+        *self.root.write().unwrap_or_else(PoisonError::into_inner) = root;
+    }
+
+    /// The version new keys are wrapped under.
+    pub fn active(&self) -> String {
+        self.active
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
+    }
+
+    /// Makes `id` the version new keys are wrapped under; the ring must hold it.
+    pub fn set_active(&self, id: &str) -> Result<()> {
+        if !self.root().holds(id) {
+            return Err(CoreError::Unavailable(format!(
+                "root key version `{id}` is not in this server's key file"
+            )));
+        }
+        *self.active.write().unwrap_or_else(PoisonError::into_inner) = id.to_owned();
+        Ok(())
+    }
+
+    /// Wraps a key under the active version.
+    pub fn wrap(&self, key: &DataKey, context: &[u8]) -> Result<Vec<u8>> {
+        Ok(self.root().wrap_with(&self.active(), key, context)?)
     }
 
     /// A fresh namespace with a random id and a new data key, wrapped for storage.
@@ -45,7 +90,7 @@ impl KeyRing {
         // collision is refused by the primary key anyway).
         let ns = (u64::from_be_bytes(raw) >> 2) as i64 | 1;
         let key = DataKey::generate()?;
-        let wrapped_key = self.root.wrap(&key, &namespace_context(ns))?;
+        let wrapped_key = self.wrap(&key, &namespace_context(ns))?;
         self.insert(ns, key);
         Ok(NamespaceRow { ns, wrapped_key })
     }
@@ -60,7 +105,7 @@ impl KeyRing {
             .namespace_key(ns)
             .await?
             .ok_or(CoreError::Unauthenticated)?;
-        let key = self.root.unwrap(&wrapped, &namespace_context(ns))?;
+        let key = self.root().unwrap(&wrapped, &namespace_context(ns))?;
         self.insert(ns, key.clone());
         Ok(key)
     }

@@ -11,6 +11,7 @@ pub mod error;
 pub mod faults;
 pub mod field_ops;
 pub mod json;
+pub mod key_provider;
 pub mod keyring;
 pub mod merge_patch;
 pub mod model;

@@ -84,6 +84,29 @@ impl RootKeyRing {
         replace_file(path, text.as_bytes())?;
         Ok(id)
     }
+
+    /// Removes the version `id` from a key file (a retired version: no stored key uses it any
+    /// more, which the caller checks against the store). Refuses the file's newest version and
+    /// an id the file does not hold. Replaced atomically, as [`RootKeyRing::add_version_to_file`].
+    pub fn remove_version_from_file(path: &Path, id: &str) -> Result<()> {
+        let ring = RootKeyRing::load_file(path)?;
+        if ring.active_id() == id {
+            return Err(CryptoError::KeyFile(format!(
+                "{}: `{id}` is the newest version of the file; it cannot be retired",
+                path.display()
+            )));
+        }
+        if !ring.holds(id) {
+            return Err(CryptoError::KeyFile(format!(
+                "{}: the file holds no version `{id}`",
+                path.display()
+            )));
+        }
+        let RootKeyRing { active, older } = ring;
+        let older = older.into_iter().filter(|v| v.id != id).collect();
+        let text = serialize(&RootKeyRing { active, older })?;
+        replace_file(path, text.as_bytes())
+    }
 }
 
 const HEADER: &str = "tresor-root-key v1";
@@ -593,6 +616,35 @@ mod tests {
             text,
             "file was modified"
         );
+    }
+
+    #[test]
+    fn remove_version_keeps_the_others_and_refuses_the_newest_and_unknown_ids() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("root.key");
+        RootKeyRing::generate_file(&path).unwrap();
+        RootKeyRing::add_version_to_file(&path).unwrap();
+        RootKeyRing::add_version_to_file(&path).unwrap();
+        let before = RootKeyRing::load_file(&path).unwrap();
+        let wrapped = before.wrap(&DataKey::from_bytes(K1), b"ctx").unwrap();
+        for refused in ["3", "9"] {
+            let text = fs::read_to_string(&path).unwrap();
+            assert!(RootKeyRing::remove_version_from_file(&path, refused).is_err());
+            assert_eq!(
+                fs::read_to_string(&path).unwrap(),
+                text,
+                "changed by {refused}"
+            );
+        }
+        RootKeyRing::remove_version_from_file(&path, "1").unwrap();
+        let after = RootKeyRing::load_file(&path).unwrap();
+        assert_eq!(after.version_ids(), ["2", "3"]);
+        assert_eq!(
+            after.unwrap(&wrapped, b"ctx").unwrap(),
+            DataKey::from_bytes(K1)
+        );
+        #[cfg(unix)]
+        assert_eq!(mode_of(&path), 0o600);
     }
 
     #[test]

@@ -74,12 +74,49 @@ impl RootKeyRing {
     /// Wraps a data key under the active root version. `context` is authenticated (AAD), e.g.
     /// `b"installation:42"`, and must be given again to unwrap.
     pub fn wrap(&self, key: &DataKey, context: &[u8]) -> Result<Vec<u8>> {
-        let id = self.active.id.as_bytes();
+        self.wrap_under(&self.active, key, context)
+    }
+
+    /// Wraps a data key under the version `id` (`UnknownKeyVersion` if the ring does not hold
+    /// it): a store's active version is the one every running server holds, which need not be
+    /// the newest in this ring (see key rotation in `tresor-core`).
+    pub fn wrap_with(&self, id: &str, key: &DataKey, context: &[u8]) -> Result<Vec<u8>> {
+        let version = self
+            .versions()
+            .find(|v| v.id == id)
+            .ok_or_else(|| CryptoError::UnknownKeyVersion(id.to_string()))?;
+        self.wrap_under(version, key, context)
+    }
+
+    fn wrap_under(&self, version: &RootVersion, key: &DataKey, context: &[u8]) -> Result<Vec<u8>> {
+        let id = version.id.as_bytes();
         let id_len = u8::try_from(id.len()).map_err(|_| CryptoError::UnsupportedFormat)?;
         let mut prefix = Vec::with_capacity(3 + id.len());
         prefix.extend_from_slice(&[FORMAT_V1, ALG_AES256GCM_HKDF_SHA256, id_len]);
         prefix.extend_from_slice(id);
-        derived_aead::seal(&self.active.key, WRAP_INFO, &prefix, context, key.expose())
+        derived_aead::seal(&version.key, WRAP_INFO, &prefix, context, key.expose())
+    }
+
+    /// Does the ring hold the version `id`?
+    pub fn holds(&self, id: &str) -> bool {
+        self.versions().any(|v| v.id == id)
+    }
+
+    /// The header every key wrapped under version `id` starts with (see
+    /// [`RootKeyRing::wrapped_headers`]), whether or not this ring holds it; `None` for an id
+    /// that is not a valid version id.
+    pub fn header_of(id: &str) -> Option<Vec<u8>> {
+        if !valid_id(id) {
+            return None;
+        }
+        let mut header = Vec::with_capacity(PREFIX_FIXED_LEN + id.len());
+        header.extend_from_slice(&[
+            FORMAT_V1,
+            ALG_AES256GCM_HKDF_SHA256,
+            u8::try_from(id.len()).ok()?,
+        ]);
+        header.extend_from_slice(id.as_bytes());
+        Some(header)
     }
 
     /// Unwraps with whichever version the header names (`UnknownKeyVersion` if the ring does not
@@ -102,19 +139,9 @@ impl RootKeyRing {
     /// `(id, header)`. Lets a store be asked which of its wrapped keys were made under a version
     /// (or under none that this ring holds) without any key bytes leaving this crate.
     pub fn wrapped_headers(&self) -> Vec<(String, Vec<u8>)> {
+        // Every id in a ring is valid (checked when the ring was built), so each has a header.
         self.versions()
-            .map(|v| {
-                let id = v.id.as_bytes();
-                let mut header = Vec::with_capacity(PREFIX_FIXED_LEN + id.len());
-                // Ids are at most MAX_ID_LEN (32) bytes, so the length always fits a byte.
-                header.extend_from_slice(&[
-                    FORMAT_V1,
-                    ALG_AES256GCM_HKDF_SHA256,
-                    u8::try_from(id.len()).unwrap_or(u8::MAX),
-                ]);
-                header.extend_from_slice(id);
-                (v.id.clone(), header)
-            })
+            .filter_map(|v| Some((v.id.clone(), RootKeyRing::header_of(&v.id)?)))
             .collect()
     }
 
@@ -219,6 +246,29 @@ mod tests {
         assert_eq!(&wrapped[..4], &[1, 1, 1, b'1']);
         assert_eq!(ring.unwrap(&wrapped, b"installation:42").unwrap(), dk);
         assert_eq!(RootKeyRing::wrapped_version(&wrapped).unwrap(), "1");
+    }
+
+    #[test]
+    fn wrap_with_names_the_version_and_any_ring_holding_it_unwraps() {
+        let ring = ring_of(&["1", "2"]);
+        let dk = DataKey::generate().unwrap();
+        let under_1 = ring.wrap_with("1", &dk, b"ctx").unwrap();
+        assert_eq!(RootKeyRing::wrapped_version(&under_1).unwrap(), "1");
+        assert!(under_1.starts_with(&RootKeyRing::header_of("1").unwrap()));
+        assert_eq!(ring.unwrap(&under_1, b"ctx").unwrap(), dk);
+        assert!(matches!(
+            ring.wrap_with("3", &dk, b"ctx"),
+            Err(CryptoError::UnknownKeyVersion(id)) if id == "3"
+        ));
+        assert!(ring.holds("1") && ring.holds("2") && !ring.holds("3"));
+        assert_eq!(RootKeyRing::header_of("bad id"), None);
+        assert_eq!(
+            ring.wrapped_headers(),
+            vec![
+                ("1".to_string(), RootKeyRing::header_of("1").unwrap()),
+                ("2".to_string(), RootKeyRing::header_of("2").unwrap())
+            ]
+        );
     }
 
     #[test]

@@ -1,5 +1,5 @@
-//! Handlers of the administration API (`/v1/admin/...`): apps, accounts, installations, tokens
-//! and the audit log. All need an admin token; installation tokens get 403.
+//! Handlers of the administration API (`/v1/admin/...`): apps, accounts, installations, tokens,
+//! root key rotation and the audit log. All need an admin token; installation tokens get 403.
 
 use axum::extract::Request;
 use axum::http::{Method, StatusCode};
@@ -12,6 +12,7 @@ use tresor_core::audit::AuditQuery;
 use tresor_core::backend::{AccountRow, AppRow, InstallationRow};
 use tresor_core::json::parse_strict;
 use tresor_core::model::{format_millis, parse_timestamp};
+use tresor_core::service::KeysStatus;
 
 use crate::AppState;
 use crate::error::ApiError;
@@ -30,6 +31,10 @@ pub enum Resource {
     InstallationTokens,
     Token,
     Audit,
+    /// `GET /v1/admin/keys`: root key versions, servers and re-wrap progress.
+    Keys,
+    /// `POST /v1/admin/keys/rotate`.
+    KeysRotate,
 }
 
 /// Admin JSON bodies are small; this bounds them.
@@ -182,8 +187,49 @@ async fn inner(state: AppState, resource: Resource, req: Request) -> Result<Resp
             let body = json!({ "items": items, "next_cursor": next });
             Ok((StatusCode::OK, axum::Json(body)).into_response())
         }
+        (Resource::Keys, Method::GET) => {
+            ok_doc(false, keys_json(&svc.keys_status(&p, &ctx).await?))
+        }
+        (Resource::KeysRotate, Method::POST) => {
+            only_fields(&body, &[])?;
+            let status = svc.rotate_root_key(&p, &ctx).await?;
+            Ok((StatusCode::ACCEPTED, axum::Json(keys_json(&status))).into_response())
+        }
         _ => Err(CoreError::internal("unrouted admin method")),
     }
+}
+
+/// The body of `GET /v1/admin/keys` and of a rotation's 202: version ids and counts only.
+fn keys_json(s: &KeysStatus) -> Value {
+    let servers: Vec<Value> = s
+        .servers
+        .iter()
+        .map(|n| {
+            json!({
+                "node_id": n.node_id,
+                "key_versions": n.key_versions,
+                "last_seen": format_millis(n.last_seen),
+                "live": n.live,
+            })
+        })
+        .collect();
+    let r = &s.rewrap;
+    json!({
+        "active": s.active,
+        "newest": s.newest,
+        "versions": s.versions,
+        "servers": servers,
+        "wrapped": s.wrapped,
+        "rewrap": {
+            "running": r.running,
+            "done": r.remaining == 0,
+            "total": r.total,
+            "remaining": r.remaining,
+            "rewrapped": r.rewrapped,
+            "failed": r.failed,
+            "last_error": r.last_error,
+        },
+    })
 }
 
 /// The id in the path, if the route has one: the segment after the resource name.

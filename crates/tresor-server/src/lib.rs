@@ -128,7 +128,7 @@ pub fn router(state: AppState) -> Router {
     );
 
     use admin::Resource as R;
-    let admin_routes: [(&str, R, &[&str]); 9] = [
+    let admin_routes: [(&str, R, &[&str]); 11] = [
         ("/v1/admin/apps", R::Apps, &["GET"]),
         ("/v1/admin/apps/{id}", R::App, &["GET", "PUT", "DELETE"]),
         ("/v1/admin/accounts", R::Accounts, &["GET"]),
@@ -150,6 +150,8 @@ pub fn router(state: AppState) -> Router {
         ),
         ("/v1/admin/tokens/{id}", R::Token, &["DELETE"]),
         ("/v1/admin/audit", R::Audit, &["GET"]),
+        ("/v1/admin/keys", R::Keys, &["GET"]),
+        ("/v1/admin/keys/rotate", R::KeysRotate, &["POST"]),
     ];
     for (path, resource, methods) in admin_routes {
         let st = state.clone();
@@ -227,22 +229,6 @@ pub fn router(state: AppState) -> Router {
             get(provider.clone()).put(provider.clone()).delete(provider),
         );
 
-    // Routes of later releases answer plainly instead of 404, to an admin: like every admin
-    // route, they answer 401 without a valid token and 403 to an installation token first.
-    for (path, what) in [
-        ("/v1/admin/keys", "root key rotation"),
-        ("/v1/admin/keys/rotate", "root key rotation"),
-    ] {
-        let st = state.clone();
-        r = r.route(
-            path,
-            any(move |req: Request| {
-                let st = st.clone();
-                async move { not_available(st, what, req).await }
-            }),
-        );
-    }
-
     #[cfg(feature = "failpoints")]
     {
         let st = state.clone();
@@ -262,21 +248,6 @@ pub fn router(state: AppState) -> Router {
             context::stamp,
         ))
         .with_state(state)
-}
-
-async fn not_available(state: AppState, what: &'static str, req: Request) -> Response {
-    let ctx = records::ctx_of(&req);
-    let admin = records::authenticate(&state, &req, &ctx)
-        .await
-        .and_then(|p| p.require_admin());
-    match admin {
-        Ok(()) => error::plain_error(
-            ErrorCode::NotImplemented,
-            &format!("{what} is not available yet in this release"),
-            &ctx.request_id,
-        ),
-        Err(e) => error::ApiError::new(e, &ctx.request_id).into_response(),
-    }
 }
 
 async fn unknown_route(req: Request) -> Response {

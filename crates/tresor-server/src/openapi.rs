@@ -86,10 +86,10 @@ fn std_errors(extra: &[(&str, &str)]) -> Map<String, Value> {
     m
 }
 
-/// The answers of `HEAD` on a record: the statuses of [`std_errors`] and the key's, bodiless.
 /// The answer to a key over 500 bytes, for operations whose only size limit is the key's.
 const KEY_TOO_LONG: (&str, &str) = ("413", "the key is over 500 bytes");
 
+/// The answers of `HEAD` on a record: the statuses of [`std_errors`] and the key's, bodiless.
 fn head_responses(extra: &[(&str, &str)]) -> Value {
     let mut m = Map::new();
     m.insert("200".into(), json!({"description": "exists"}));
@@ -346,6 +346,18 @@ fn admin_paths(paths: &mut Map<String, Value>) {
         ],
         "responses": with_ok(errs(), "200", json_body("AuditPage", "a page"))}}),
     );
+    paths.insert("/v1/admin/keys".into(), json!({"get": {
+        "summary": "Root key versions (ids only), which servers hold which, keys per version and the re-wrap's progress.",
+        "responses": with_ok(errs(), "200", json_body("KeysStatus", "the key status"))}}));
+    let mut rotate = errs();
+    rotate.insert(
+        "409".into(),
+        err_ref("a running server lacks the newest version"),
+    );
+    paths.insert("/v1/admin/keys/rotate".into(), json!({"post": {
+        "summary": "Activate the newest root key version every running server holds, and re-wrap the installation keys in the background.",
+        "requestBody": {"required": false, "content": {"application/json": {"schema": {"type": "object", "additionalProperties": false}}}},
+        "responses": with_ok(rotate, "202", json_body("KeysStatus", "rotating: the key status"))}}));
 }
 
 fn components() -> Value {
@@ -415,6 +427,17 @@ fn components() -> Value {
             "BatchResult": {"type": "object", "required": ["results"], "properties": {"results": {"type": "array", "items": {
                 "type": "object", "required": ["status"], "properties": {"status": {"type": "integer"}, "record": {"type": "object"},
                 "error": {"type": "object"}}}}}},
+            "KeysStatus": {"type": "object", "required": ["active", "newest", "versions", "servers", "wrapped", "rewrap"], "properties": {
+                "active": {"type": "string"}, "newest": {"type": "string"},
+                "versions": {"type": "array", "items": {"type": "string"}},
+                "servers": {"type": "array", "items": {"type": "object", "properties": {
+                    "node_id": {"type": "string"}, "key_versions": {"type": "array", "items": {"type": "string"}},
+                    "last_seen": ts, "live": {"type": "boolean"}}}},
+                "wrapped": {"type": "object", "additionalProperties": {"type": "integer"}},
+                "rewrap": {"type": "object", "properties": {
+                    "running": {"type": "boolean"}, "done": {"type": "boolean"}, "total": {"type": "integer"},
+                    "remaining": {"type": "integer"}, "rewrapped": {"type": "integer"}, "failed": {"type": "integer"},
+                    "last_error": {"type": ["string", "null"]}}}}},
             "AuditEvent": {"type": "object", "properties": {
                 "id": {"type": "integer"}, "time": ts, "request_id": {"type": "string"},
                 "token_id": {"type": ["string", "null"]}, "app_id": {"type": ["string", "null"]},

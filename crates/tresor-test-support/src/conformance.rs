@@ -72,6 +72,7 @@ macro_rules! conformance_tests {
     (@list [$($then:tt)*]) => {
         $crate::conformance_tests!($($then)*;
             meta_get_or_insert_keeps_the_first_value,
+            wrapped_keys_are_replaced_by_compare_and_set,
             put_then_read_round_trips,
             stores_and_namespaces_are_separate,
             versions_always_increase,

@@ -292,6 +292,12 @@ impl TestServer {
         }
     }
 
+    /// The root key file a server on PostgreSQL was given (shared by a cluster's servers);
+    /// `None` on the embedded store (its key is `DIR/root.key`) and for an exact server.
+    pub fn key_file(&self) -> Option<PathBuf> {
+        self.pg.as_ref().map(|pg| pg.key_file.clone())
+    }
+
     /// The server's data directory, which holds its log (`server.log`); for an exact server,
     /// only the log.
     pub fn data_dir(&self) -> &Path {

@@ -1,16 +1,20 @@
 //! The `tresor` binary: the server (`serve`), schema migrations (`migrate`), root key files
-//! (`keygen`), and the command-line client of the record stores (`secrets`, `settings`, `kv`,
+//! (`keygen`), online backups of the embedded store and their restore (`backup`, `restore`),
+//! and the command-line client of the record stores (`secrets`, `settings`, `kv`,
 //! `shared`), of write-only credentials (`creds`) and of the administration API (`admin`).
 
 mod cli_admin;
+mod cli_backup;
 mod cli_common;
 mod cli_creds;
 mod cli_dump;
+mod cli_keys;
 mod cli_store;
 mod database;
 mod keygen;
 mod migrate;
 mod serve;
+mod shredded;
 
 use std::process::ExitCode;
 
@@ -34,12 +38,20 @@ enum Command {
     Migrate(migrate::MigrateArgs),
     /// Write a new root key file, or add a version to one.
     Keygen(keygen::KeygenArgs),
+    /// Root key rotation: status, rotate, retire a version (admin token).
+    Keys(cli_keys::KeysArgs),
     /// Write every row of a store to a file, as stored (nothing is decrypted).
     #[command(long_about = cli_dump::EXPORT_ABOUT)]
     Export(cli_dump::ExportArgs),
     /// Load a file written by `export` into an empty store.
     #[command(long_about = cli_dump::IMPORT_ABOUT)]
     Import(cli_dump::ImportArgs),
+    /// Copy the running embedded store to a file, consistently (the root key is NOT in it).
+    #[command(long_about = cli_backup::BACKUP_ABOUT)]
+    Backup(cli_backup::BackupArgs),
+    /// Bring a backup back into a fresh data directory, re-applying the shredded list.
+    #[command(long_about = cli_backup::RESTORE_ABOUT)]
+    Restore(cli_backup::RestoreArgs),
     /// The `secrets` store (installation token).
     Secrets(cli_store::StoreArgs),
     /// The `settings` store (installation token).
@@ -61,8 +73,11 @@ async fn main() -> ExitCode {
         Command::Serve(args) => report(serve::run(args).await),
         Command::Migrate(args) => report(migrate::run(args).await),
         Command::Keygen(args) => report(keygen::run(args)),
+        Command::Keys(args) => cli_common::finish(cli_keys::run(args).await),
         Command::Export(args) => report(cli_dump::export(args).await),
         Command::Import(args) => report(cli_dump::import(args).await),
+        Command::Backup(args) => report(cli_backup::backup(args).await),
+        Command::Restore(args) => report(cli_backup::restore(args).await),
         Command::Secrets(args) => cli_common::finish(cli_store::run(Store::Secrets, args).await),
         Command::Settings(args) => cli_common::finish(cli_store::run(Store::Settings, args).await),
         Command::Kv(args) => cli_common::finish(cli_store::run(Store::Kv, args).await),

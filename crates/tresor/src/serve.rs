@@ -16,6 +16,7 @@ use tresor_backend_postgres::PostgresBackend;
 use tresor_backend_sqlite::{GroupCommitSnapshot, ReadOnlyKeys, SqliteBackend, SqliteOptions};
 use tresor_core::CoreError;
 use tresor_core::backend::Backend;
+use tresor_core::key_provider::{EnvKeyProvider, FileKeyProvider, KeyProvider};
 use tresor_core::model::Limits;
 use tresor_core::service::{NODE_HEARTBEAT, RootKeyCheck, Service, live_node_count};
 use tresor_crypto::{CryptoError, RootKeyRing};
@@ -173,7 +174,7 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         Some(ring) => ring.lock_in_memory(),
         None => Err(std::io::Error::other("the root key ring is shared")),
     };
-    info!(versions = ?root.version_ids(), active = root.active_id(), "root key loaded");
+    info!(versions = ?root.version_ids(), newest = root.active_id(), "root key loaded");
 
     let env_admin = std::env::var("TRESOR_ADMIN_TOKEN").ok();
     let mut service = Service::open(
@@ -184,6 +185,7 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     )
     .await
     .map_err(|e| anyhow!("{}", storage.scrub(&describe(&e))))?;
+    service.set_key_provider(key_provider(&args));
     // Over PostgreSQL, TRESOR_ADMIN_TOKEN (the same on every server) is admin access enough:
     // no plaintext token needs to be written to this machine's disk.
     let bootstrap = match (&storage, &env_admin) {
@@ -211,6 +213,10 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     }
 
     report_key_pages(root_locked, service.lock_keys_in_memory());
+    let shredded =
+        crate::shredded::ShreddedList::beside_key(args.master_key_file.as_deref(), &args.data_dir);
+    info!(path = %shredded.path().display(), "recording destroyed namespace keys in the shredded list");
+    service.record_shredded_in(Arc::new(shredded));
     let service = Arc::new(service);
     service.register_node().await.map_err(|e| {
         anyhow!(
@@ -227,6 +233,11 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         Storage::Embedded { .. } => None,
     };
     count_nodes(&service, &node_count, shared_limits.as_deref()).await;
+    // Resumes a root key re-wrap that a crash interrupted, and follows a rotation made while
+    // this server was down.
+    if let Err(e) = service.refresh_root_keys().await {
+        warn!(error = %storage.scrub(&describe(&e)), "checking the root key rotation failed");
+    }
     info!(limits = ?rate_limits, "rate limits");
     info!(
         node_id = service.node_id(),
@@ -452,6 +463,18 @@ async fn open_postgres(
     ))
 }
 
+/// Where this server loads its root key versions from again while serving (a rotation reloads
+/// them): the same source, in the same order, as at start.
+fn key_provider(args: &ServeArgs) -> Arc<dyn KeyProvider> {
+    if let Some(path) = &args.master_key_file {
+        return Arc::new(FileKeyProvider::new(path));
+    }
+    if std::env::var_os("TRESOR_MASTER_KEY").is_some() {
+        return Arc::new(EnvKeyProvider::new("TRESOR_MASTER_KEY"));
+    }
+    Arc::new(FileKeyProvider::new(args.data_dir.join(ROOT_KEY_FILE)))
+}
+
 /// The root key of a server over PostgreSQL: given by the operator, never generated here
 /// (each server would make its own) and never stored in the database.
 fn load_supplied_root_key(args: &ServeArgs) -> anyhow::Result<RootKeyRing> {
@@ -469,10 +492,10 @@ fn load_supplied_root_key(args: &ServeArgs) -> anyhow::Result<RootKeyRing> {
     )
 }
 
-const DB_FILE: &str = "tresor.db";
-const ROOT_KEY_FILE: &str = "root.key";
+pub(crate) const DB_FILE: &str = "tresor.db";
+pub(crate) const ROOT_KEY_FILE: &str = "root.key";
 const ADMIN_TOKEN_FILE: &str = "admin.token";
-const LOCK_FILE: &str = "lock";
+pub(crate) const LOCK_FILE: &str = "lock";
 
 /// Where the embedded store's root key comes from.
 enum EmbeddedKey {
@@ -533,7 +556,7 @@ fn key_file_source(path: &Path) -> String {
 }
 
 /// Reads a root key file, saying plainly what is wrong with it (never a byte of it).
-fn load_key_file(path: &Path) -> anyhow::Result<RootKeyRing> {
+pub(crate) fn load_key_file(path: &Path) -> anyhow::Result<RootKeyRing> {
     RootKeyRing::load_file(path).map_err(|e| match e {
         CryptoError::Io(io) if io.kind() == std::io::ErrorKind::NotFound => anyhow!(
             "the root key file {} does not exist; a key file that is given is never created \
@@ -558,7 +581,7 @@ fn load_key_file(path: &Path) -> anyhow::Result<RootKeyRing> {
 
 /// Checks the key against the embedded store through a read-only view of its file; a
 /// directory without a migrated database has nothing to check against.
-async fn check_embedded_key(dir: &Path, root: &RootKeyRing) -> anyhow::Result<()> {
+pub(crate) async fn check_embedded_key(dir: &Path, root: &RootKeyRing) -> anyhow::Result<()> {
     let view = ReadOnlyKeys::open(dir).map_err(|e| {
         anyhow!(
             "reading {} to check the root key: {}",
@@ -625,7 +648,7 @@ fn hold_lock(file: std::fs::File, dir: &Path, path: &Path) -> anyhow::Result<std
     }
 }
 
-fn create_private_dir(dir: &Path) -> anyhow::Result<()> {
+pub(crate) fn create_private_dir(dir: &Path) -> anyhow::Result<()> {
     use std::os::unix::fs::DirBuilderExt as _;
     std::fs::DirBuilder::new()
         .recursive(true)
@@ -777,6 +800,11 @@ async fn heartbeat_loop(
     tick.tick().await;
     loop {
         tick.tick().await;
+        // First reload the key file (a version added or retired), so that the registration
+        // shows what this server holds now.
+        if let Err(e) = service.refresh_root_keys().await {
+            warn!(error = %e, "checking the root key rotation failed");
+        }
         if let Err(e) = service.register_node().await {
             warn!(error = %e, node_id = service.node_id(), "refreshing the node registration failed");
         }

@@ -408,9 +408,10 @@ fn rows() -> Vec<Row> {
         row("GET",    "/v1/admin/audit?installation_id=inst-a&limit=5", NONE, None, Fresh, NO_STORE, [F, F, F, F, F, 200, U]),
         row("GET",    "/v1/admin/audit?bogus=1",                 NONE, None, Fresh, NO_STORE, [F, F, F, F, F, 400, U]),
         row("DELETE", "/v1/admin/audit",                         NONE, None, Fresh, NO_STORE, M),
-        // Root key rotation (issue 8) answers 501, but only to an admin.
-        row("GET",    "/v1/admin/keys",                          NONE, None, Fresh, NO_STORE, [F, F, F, F, F, 501, U]),
-        row("POST",   "/v1/admin/keys/rotate",                   JSON, Some("{}"), Fresh, NO_STORE, [F, F, F, F, F, 501, U]),
+        // Root key rotation: the key file has one version, so a rotation re-activates it.
+        row("GET",    "/v1/admin/keys",                          NONE, None, Fresh, NO_STORE, [F, F, F, F, F, 200, U]),
+        row("POST",   "/v1/admin/keys/rotate",                   JSON, Some("{}"), Fresh, NO_STORE, [F, F, F, F, F, 202, U]),
+        row("DELETE", "/v1/admin/keys",                          NONE, None, Fresh, NO_STORE, M),
         row("GET",    "/v1/admin/providers",                     NONE, None, Fresh, NO_STORE, [F, F, F, F, F, 200, U]),
         row("GET",    "/v1/admin/providers/up",                  NONE, None, Fresh, NO_STORE, [F, F, F, F, F, 200, U]),
         row("PUT",    "/v1/admin/providers/new-{key}",           JSON, Some(r#"{"base_url": "https://p.example.com/", "inject": {"type": "bearer"}}"#), Fresh, NO_STORE, [F, F, F, F, F, 201, U]),

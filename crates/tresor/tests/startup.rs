@@ -441,8 +441,10 @@ async fn a_key_file_without_the_stores_newer_version_is_refused() {
     keygen(&key, true).await;
     keygen(&other_copy, true).await;
 
-    // An installation made under version 2.
+    // A rotation makes version 2 the store's active one; an installation made under it.
     let mut server = start(&data, &key_flag(&key), &[]).await;
+    let rotated = server.admin("POST", "/v1/admin/keys/rotate", None).await;
+    assert_eq!(rotated.status, 202, "{rotated:?}");
     let newer = server
         .install("app", &["storage:app"], "acct2", "inst2")
         .await;

@@ -150,7 +150,10 @@ impl Service {
             validate_id("app", app_id)?;
             let mut ev = self.admin_event(p, ctx, "admin.delete_app", 204);
             ev.app_id = Some(app_id.to_owned());
-            self.backend.delete_app(app_id, ev).await?;
+            let shredding = self.app_shredding(app_id).await?;
+            if self.backend.delete_app(app_id, ev).await? {
+                self.note_shredded(shredding).await;
+            }
             Ok(())
         })
         .await
@@ -213,7 +216,10 @@ impl Service {
             validate_id("account", account_id)?;
             let mut ev = self.admin_event(p, ctx, "admin.delete_account", 204);
             ev.account_id = Some(account_id.to_owned());
-            self.backend.delete_account(account_id, ev).await?;
+            let shredding = self.account_shredding(account_id).await?;
+            if self.backend.delete_account(account_id, ev).await? {
+                self.note_shredded(shredding).await;
+            }
             Ok(())
         })
         .await
@@ -326,9 +332,12 @@ impl Service {
             let before = self.backend.get_installation(installation_id).await?;
             let mut ev = self.admin_event(p, ctx, "admin.uninstall", 204);
             ev.installation_id = Some(installation_id.to_owned());
-            self.backend.uninstall(installation_id, ev).await?;
+            let uninstalled = self.backend.uninstall(installation_id, ev).await?;
             if let Some(row) = before {
                 self.keys.forget(row.ns);
+                if uninstalled {
+                    self.note_shredded(self.installation_shredding(&row)).await;
+                }
             }
             Ok(())
         })

@@ -10,6 +10,8 @@ mod nodes;
 mod oauth;
 mod records;
 mod refresh;
+mod rotation;
+mod shredding;
 mod token_cache;
 
 use std::sync::Arc;
@@ -34,11 +36,15 @@ pub use records::{
     Condition, OpOutput, OpRequest, RecordMeta, RecordOp, RecordOut, RecordWithValue,
 };
 pub use refresh::{REFRESH_MARGIN_MS, RefreshFailure, RefreshStep, RefreshWork};
+pub use rotation::{KeyServer, KeysStatus, RewrapStatus};
+pub use shredding::{ShreddedEntry, ShreddedKind, ShreddedSink};
 
 /// The name under which the wrapped token pepper is kept in the backend's meta table.
 const PEPPER_META: &str = "token_pepper";
 /// The server-wide data key that seals provider client secrets.
 const SYSTEM_KEY_META: &str = "system_key";
+/// The store's active root key version (its id, as text): what new keys are wrapped under.
+const ACTIVE_ROOT_META: &str = "root_key_active";
 
 /// Everything a front end needs to serve the contract.
 pub struct Service {
@@ -54,6 +60,12 @@ pub struct Service {
     node_id: String,
     /// Verified token state, used only while the backend's auth epoch stands still.
     tokens: token_cache::TokenCache,
+    /// Where the root key versions can be loaded again while serving (see `rotation`).
+    key_provider: Option<Arc<dyn crate::key_provider::KeyProvider>>,
+    /// The background re-wrap of namespace keys after a rotation.
+    rewrap: Arc<rotation::RewrapProgress>,
+    /// Where committed deletions of namespace keys are recorded (`shredding`).
+    shredded: Option<Arc<dyn ShreddedSink>>,
 }
 
 /// What [`Service::check_root_key`] found.
@@ -82,26 +94,30 @@ impl Service {
                 "TRESOR_ADMIN_TOKEN must be at least 32 printable characters",
             ));
         }
+        let active = rotation::active_version(backend.as_ref(), &root).await?;
         let fresh = TokenPepper::generate()?;
-        let wrapped = root.wrap(&fresh.as_data_key(), PEPPER_META.as_bytes())?;
+        let wrapped = root.wrap_with(&active, &fresh.as_data_key(), PEPPER_META.as_bytes())?;
         let stored = backend.meta_get_or_insert(PEPPER_META, &wrapped).await?;
         let pepper = TokenPepper::from_data_key(unwrap_pepper(&root, &stored)?);
         let env_admin_mac = env_admin_token.map(|t| pepper.mac(t));
         let fresh = tresor_crypto::DataKey::generate()?;
-        let wrapped = root.wrap(&fresh, SYSTEM_KEY_META.as_bytes())?;
+        let wrapped = root.wrap_with(&active, &fresh, SYSTEM_KEY_META.as_bytes())?;
         let stored = backend
             .meta_get_or_insert(SYSTEM_KEY_META, &wrapped)
             .await?;
         let system_key = unwrap_system_key(&root, &stored)?;
         Ok(Service {
             backend,
-            keys: KeyRing::new(root),
+            keys: KeyRing::new(root, active),
             pepper,
             system_key,
             limits,
             env_admin_mac,
             node_id: nodes::new_node_id()?,
             tokens: token_cache::TokenCache::new(token_cache::CAPACITY),
+            key_provider: None,
+            rewrap: Arc::default(),
+            shredded: None,
         })
     }
 
@@ -138,6 +154,16 @@ impl Service {
             return Ok(RootKeyCheck::NewStore);
         };
         unwrap_pepper(root, &pepper)?;
+        if let Some(active) = store.stored_meta_key(ACTIVE_ROOT_META).await? {
+            let active = String::from_utf8_lossy(&active);
+            if !root.holds(&active) {
+                return Err(CoreError::Unavailable(format!(
+                    "the root key file does not hold version `{active}`, which this store wraps \
+                     its new keys with (activated by a rotation): wrong key file, or one that \
+                     still lacks the version (add it, the same as on the other servers)"
+                )));
+            }
+        }
         let mut proven = vec![RootKeyRing::wrapped_version(&pepper)?];
         if let Some(system) = store.stored_meta_key(SYSTEM_KEY_META).await? {
             unwrap_system_key(root, &system)?;
@@ -260,9 +286,15 @@ fn unwrap_pepper(root: &RootKeyRing, stored: &[u8]) -> Result<tresor_crypto::Dat
             )))
         }
         Err(_) => Err(CoreError::Unavailable(
-            "the root key does not match this store (its data cannot be decrypted with it): \
-             wrong key file"
-                .into(),
+            match RootKeyRing::wrapped_version(stored) {
+                Ok(v) if root.holds(&v) => format!(
+                    "version `{v}` of the root key file does not open this store's keys (the \
+                     key file holds another key under the same id): wrong key file"
+                ),
+                _ => "the root key does not match this store (its data cannot be decrypted \
+                      with it): wrong key file"
+                    .to_owned(),
+            },
         )),
     }
 }

@@ -47,12 +47,17 @@ impl Service {
 /// skew does not matter). A process that died without unregistering stops counting after
 /// three heartbeats. At least 1.
 pub fn live_node_count(nodes: &[NodeRow]) -> usize {
+    live_nodes(nodes).len().max(1)
+}
+
+/// The registrations of [`live_node_count`].
+pub(super) fn live_nodes(nodes: &[NodeRow]) -> Vec<&NodeRow> {
     let Some(freshest) = nodes.iter().map(|n| n.last_seen).max() else {
-        return 1;
+        return Vec::new();
     };
     let window = i64::try_from(NODE_HEARTBEAT.as_millis() * 3).unwrap_or(i64::MAX);
     let since = freshest.saturating_sub(window);
-    nodes.iter().filter(|n| n.last_seen >= since).count().max(1)
+    nodes.iter().filter(|n| n.last_seen >= since).collect()
 }
 
 /// A new node id: 64 random bits, so two processes (on one machine or many) never share one.

@@ -549,3 +549,92 @@ pub async fn list_prefix_cursor_and_limit<B: Backend>(b: &B) {
     want.sort();
     assert_eq!(seen, want);
 }
+
+/// The root key rotation's storage: compare-and-set of meta values and of namespace keys, the
+/// scan of keys not under a version's header, and the counts per header.
+pub async fn wrapped_keys_are_replaced_by_compare_and_set<B: Backend>(b: &B) {
+    b.meta_get_or_insert("active", b"1").await.expect("insert");
+    assert!(
+        !b.meta_replace("active", b"9", b"2").await.expect("cas"),
+        "a stale value wins"
+    );
+    assert!(!b.meta_replace("absent", b"1", b"2").await.expect("cas"));
+    assert_eq!(
+        b.meta_get("absent").await.expect("get"),
+        None,
+        "a CAS never inserts"
+    );
+    assert!(b.meta_replace("active", b"1", b"2").await.expect("cas"));
+    assert_eq!(
+        b.meta_get("active").await.expect("get"),
+        Some(b"2".to_vec())
+    );
+
+    // Five namespaces: keys under "v1:" and "v2:" (as version headers would be).
+    let mut nss = Vec::new();
+    for n in 1..=5 {
+        nss.push(namespace(b, n).await);
+    }
+    let v1 = |ns: tresor_core::model::Ns| format!("v1:{ns}").into_bytes();
+    let v2 = |ns: tresor_core::model::Ns| format!("v2:{ns}").into_bytes();
+    for ns in &nss {
+        let current = b.namespace_key(*ns).await.expect("key").expect("a key");
+        assert!(
+            b.namespace_key_replace(*ns, &current, &v1(*ns))
+                .await
+                .expect("cas")
+        );
+    }
+    assert!(
+        !b.namespace_key_replace(nss[0], b"stale", &v2(nss[0]))
+            .await
+            .expect("cas"),
+        "a stale key wins"
+    );
+    assert!(
+        !b.namespace_key_replace(9_999_999, b"x", b"y")
+            .await
+            .expect("cas")
+    );
+    assert!(
+        b.namespace_key_replace(nss[1], &v1(nss[1]), &v2(nss[1]))
+            .await
+            .expect("cas")
+    );
+    assert_eq!(
+        b.namespace_key(nss[1]).await.expect("key"),
+        Some(v2(nss[1]))
+    );
+
+    let (counts, total) = b
+        .count_namespace_keys(&[b"v1:".to_vec(), b"v2:".to_vec(), b"v3:".to_vec()])
+        .await
+        .expect("count");
+    assert_eq!(counts, vec![4, 1, 0]);
+    assert_eq!(total, 5);
+
+    // In ns order, after the cursor, not under "v2:", at most `limit`.
+    let not_v2 = |after: tresor_core::model::Ns, limit: usize| async move {
+        b.namespace_keys_not_under(b"v2:", after, limit)
+            .await
+            .expect("scan")
+            .into_iter()
+            .map(|r| r.ns)
+            .collect::<Vec<_>>()
+    };
+    let mut expected: Vec<tresor_core::model::Ns> =
+        nss.iter().copied().filter(|ns| *ns != nss[1]).collect();
+    expected.sort_unstable();
+    assert_eq!(not_v2(0, 100).await, expected);
+    assert_eq!(not_v2(0, 2).await, expected[..2].to_vec());
+    assert_eq!(not_v2(expected[1], 100).await, expected[2..].to_vec());
+    // A prefix longer than some keys, and bytes that are not text, compare as bytes.
+    let long = vec![0xff; 64];
+    assert_eq!(
+        b.namespace_keys_not_under(&long, 0, 100)
+            .await
+            .expect("scan")
+            .len(),
+        5
+    );
+}
