@@ -14,6 +14,7 @@
 
 mod apply;
 mod audit;
+mod counts;
 mod dump;
 mod error;
 mod queries;
@@ -263,6 +264,10 @@ impl Backend for PostgresBackend {
         limit: usize,
     ) -> Result<Vec<NamespaceRow>> {
         read(queries::namespace_keys_not_under(&self.client().await?, prefix, after, limit).await)
+    }
+
+    async fn store_counts(&self) -> Result<tresor_core::backend::StoreCounts> {
+        read(counts::store_counts(&self.client().await?).await)
     }
 
     async fn count_namespace_keys(&self, prefixes: &[Vec<u8>]) -> Result<(Vec<u64>, u64)> {

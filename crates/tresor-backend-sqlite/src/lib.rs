@@ -10,6 +10,7 @@
 mod apply;
 mod backup;
 mod checkpoint;
+mod counts;
 mod dump;
 mod error;
 mod key_check;
@@ -277,6 +278,10 @@ impl Backend for SqliteBackend {
         self.readers
             .run(move |conn| queries::namespace_keys_not_under(conn, &prefix, after, limit))
             .await
+    }
+
+    async fn store_counts(&self) -> Result<tresor_core::backend::StoreCounts> {
+        self.readers.run(counts::store_counts).await
     }
 
     async fn count_namespace_keys(&self, prefixes: &[Vec<u8>]) -> Result<(Vec<u64>, u64)> {

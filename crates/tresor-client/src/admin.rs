@@ -236,6 +236,13 @@ impl AdminClient {
         self.delete_doc("providers", name).await
     }
 
+    /// The running system: version, backend, key versions, what the store holds, the last
+    /// backup (`GET /v1/admin/status`).
+    pub async fn status(&self) -> Result<Value> {
+        let request = self.client.request(Method::GET, "/v1/admin/status", "")?;
+        self.client.call(request).await?.json("status answer")
+    }
+
     /// Root key versions, which servers hold which, and re-wrap progress.
     pub async fn keys(&self) -> Result<Value> {
         let request = self.client.request(Method::GET, "/v1/admin/keys", "")?;

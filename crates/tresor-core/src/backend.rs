@@ -534,6 +534,20 @@ pub enum InstallOutcome {
     AccountMissing,
 }
 
+/// What the store holds, counted (see [`Backend::store_counts`]).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct StoreCounts {
+    pub apps: u64,
+    pub accounts: u64,
+    pub installations: u64,
+    pub records: u64,
+    pub credentials: u64,
+    pub audit_events: u64,
+    /// The store's size on disk in bytes, where the backend knows it (the embedded file; the
+    /// PostgreSQL database's size).
+    pub bytes: Option<u64>,
+}
+
 /// The wrapped keys a store keeps, read without writing anything, for the start-up check of
 /// the root key ([`crate::service::Service::check_root_key`]). A store that is not open for
 /// serving yet implements it too: the embedded store reads a read-only view of its file before
@@ -605,6 +619,9 @@ pub trait Backend: Send + Sync + 'static {
     /// How many namespace keys start with each of `prefixes` (in their order), and how many
     /// namespaces there are in all.
     async fn count_namespace_keys(&self, prefixes: &[Vec<u8>]) -> Result<(Vec<u64>, u64)>;
+
+    /// Row counts for `tresor status` (expired rows not yet purged included).
+    async fn store_counts(&self) -> Result<StoreCounts>;
 
     async fn authenticate(&self, token_id: &str) -> Result<Option<AuthRecord>>;
 

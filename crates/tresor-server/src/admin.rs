@@ -35,6 +35,8 @@ pub enum Resource {
     Keys,
     /// `POST /v1/admin/keys/rotate`.
     KeysRotate,
+    /// `GET /v1/admin/status`: the running system at a glance (`tresor status`).
+    Status,
 }
 
 /// Admin JSON bodies are small; this bounds them.
@@ -190,12 +192,49 @@ async fn inner(state: AppState, resource: Resource, req: Request) -> Result<Resp
         (Resource::Keys, Method::GET) => {
             ok_doc(false, keys_json(&svc.keys_status(&p, &ctx).await?))
         }
+        (Resource::Status, Method::GET) => {
+            let s = svc.status(&p, &ctx).await?;
+            let c = &s.counts;
+            ok_doc(
+                false,
+                json!({
+                    "version": env!("CARGO_PKG_VERSION"),
+                    "backend": s.backend,
+                    "node_id": s.node_id,
+                    "store": {
+                        "apps": c.apps,
+                        "accounts": c.accounts,
+                        "installations": c.installations,
+                        "records": c.records,
+                        "credentials": c.credentials,
+                        "audit_events": c.audit_events,
+                        "bytes": c.bytes,
+                    },
+                    "keys": keys_json(&s.keys),
+                    "last_backup": last_backup(state.last_backup_file.as_deref()),
+                }),
+            )
+        }
         (Resource::KeysRotate, Method::POST) => {
             only_fields(&body, &[])?;
             let status = svc.rotate_root_key(&p, &ctx).await?;
             Ok((StatusCode::ACCEPTED, axum::Json(keys_json(&status))).into_response())
         }
         _ => Err(CoreError::internal("unrouted admin method")),
+    }
+}
+
+/// What `tresor backup` recorded of the last backup (`null`: none, or not the embedded store).
+/// A file that cannot be read or parsed is reported as such, never as "no backup".
+fn last_backup(path: Option<&std::path::Path>) -> Value {
+    let Some(path) = path else {
+        return Value::Null;
+    };
+    match std::fs::read(path) {
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Value::Null,
+        Err(e) => json!({ "error": format!("cannot read {}: {}", path.display(), e.kind()) }),
+        Ok(bytes) => serde_json::from_slice(&bytes)
+            .unwrap_or_else(|_| json!({ "error": format!("{} is not JSON", path.display()) })),
     }
 }
 

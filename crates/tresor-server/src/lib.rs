@@ -59,6 +59,9 @@ pub struct AppState {
     pub public_url: String,
     /// Rate limits and the trusted proxies whose `X-Forwarded-For` names the client.
     pub rate_limits: Arc<ratelimit::RateLimits>,
+    /// Where `tresor backup` records the last backup of the embedded store
+    /// (`DIR/last-backup.json`), shown by `GET /v1/admin/status`; `None` over PostgreSQL.
+    pub last_backup_file: Option<PathBuf>,
 }
 
 /// How to listen.
@@ -128,7 +131,7 @@ pub fn router(state: AppState) -> Router {
     );
 
     use admin::Resource as R;
-    let admin_routes: [(&str, R, &[&str]); 11] = [
+    let admin_routes: [(&str, R, &[&str]); 12] = [
         ("/v1/admin/apps", R::Apps, &["GET"]),
         ("/v1/admin/apps/{id}", R::App, &["GET", "PUT", "DELETE"]),
         ("/v1/admin/accounts", R::Accounts, &["GET"]),
@@ -152,6 +155,7 @@ pub fn router(state: AppState) -> Router {
         ("/v1/admin/audit", R::Audit, &["GET"]),
         ("/v1/admin/keys", R::Keys, &["GET"]),
         ("/v1/admin/keys/rotate", R::KeysRotate, &["POST"]),
+        ("/v1/admin/status", R::Status, &["GET"]),
     ];
     for (path, resource, methods) in admin_routes {
         let st = state.clone();

@@ -346,6 +346,9 @@ fn admin_paths(paths: &mut Map<String, Value>) {
         ],
         "responses": with_ok(errs(), "200", json_body("AuditPage", "a page"))}}),
     );
+    paths.insert("/v1/admin/status".into(), json!({"get": {
+        "summary": "The running system: version, backend, this server, what the store holds, the root key versions and the last backup.",
+        "responses": with_ok(errs(), "200", json_body("SystemStatus", "the status"))}}));
     paths.insert("/v1/admin/keys".into(), json!({"get": {
         "summary": "Root key versions (ids only), which servers hold which, keys per version and the re-wrap's progress.",
         "responses": with_ok(errs(), "200", json_body("KeysStatus", "the key status"))}}));
@@ -427,6 +430,14 @@ fn components() -> Value {
             "BatchResult": {"type": "object", "required": ["results"], "properties": {"results": {"type": "array", "items": {
                 "type": "object", "required": ["status"], "properties": {"status": {"type": "integer"}, "record": {"type": "object"},
                 "error": {"type": "object"}}}}}},
+            "SystemStatus": {"type": "object", "required": ["version", "backend", "node_id", "store", "keys", "last_backup"], "properties": {
+                "version": {"type": "string"}, "backend": {"type": "string"}, "node_id": {"type": "string"},
+                "store": {"type": "object", "properties": {
+                    "apps": {"type": "integer"}, "accounts": {"type": "integer"}, "installations": {"type": "integer"},
+                    "records": {"type": "integer"}, "credentials": {"type": "integer"}, "audit_events": {"type": "integer"},
+                    "bytes": {"type": ["integer", "null"]}}},
+                "keys": {"$ref": "#/components/schemas/KeysStatus"},
+                "last_backup": {"type": ["object", "null"]}}},
             "KeysStatus": {"type": "object", "required": ["active", "newest", "versions", "servers", "wrapped", "rewrap"], "properties": {
                 "active": {"type": "string"}, "newest": {"type": "string"},
                 "versions": {"type": "array", "items": {"type": "string"}},

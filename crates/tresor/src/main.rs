@@ -9,6 +9,7 @@ mod cli_common;
 mod cli_creds;
 mod cli_dump;
 mod cli_keys;
+mod cli_status;
 mod cli_store;
 mod database;
 mod keygen;
@@ -40,6 +41,8 @@ enum Command {
     Keygen(keygen::KeygenArgs),
     /// Root key rotation: status, rotate, retire a version (admin token).
     Keys(cli_keys::KeysArgs),
+    /// The running system: version, backend, key versions, counts, last backup (admin token).
+    Status(cli_status::StatusArgs),
     /// Write every row of a store to a file, as stored (nothing is decrypted).
     #[command(long_about = cli_dump::EXPORT_ABOUT)]
     Export(cli_dump::ExportArgs),
@@ -74,6 +77,7 @@ async fn main() -> ExitCode {
         Command::Migrate(args) => report(migrate::run(args).await),
         Command::Keygen(args) => report(keygen::run(args)),
         Command::Keys(args) => cli_common::finish(cli_keys::run(args).await),
+        Command::Status(args) => cli_common::finish(cli_status::run(args).await),
         Command::Export(args) => report(cli_dump::export(args).await),
         Command::Import(args) => report(cli_dump::import(args).await),
         Command::Backup(args) => report(cli_backup::backup(args).await),

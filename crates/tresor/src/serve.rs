@@ -263,6 +263,12 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
             format!("{scheme}://{}", args.listen)
         }),
         rate_limits,
+        last_backup_file: match storage {
+            Storage::Embedded { .. } => {
+                Some(args.data_dir.join(crate::cli_backup::LAST_BACKUP_FILE))
+            }
+            Storage::Postgres { .. } => None,
+        },
     };
 
     let retention = Duration::from_secs(u64::from(args.audit_retention_days) * 86_400);

@@ -412,6 +412,7 @@ fn rows() -> Vec<Row> {
         row("GET",    "/v1/admin/keys",                          NONE, None, Fresh, NO_STORE, [F, F, F, F, F, 200, U]),
         row("POST",   "/v1/admin/keys/rotate",                   JSON, Some("{}"), Fresh, NO_STORE, [F, F, F, F, F, 202, U]),
         row("DELETE", "/v1/admin/keys",                          NONE, None, Fresh, NO_STORE, M),
+        row("GET",    "/v1/admin/status",                        NONE, None, Fresh, NO_STORE, [F, F, F, F, F, 200, U]),
         row("GET",    "/v1/admin/providers",                     NONE, None, Fresh, NO_STORE, [F, F, F, F, F, 200, U]),
         row("GET",    "/v1/admin/providers/up",                  NONE, None, Fresh, NO_STORE, [F, F, F, F, F, 200, U]),
         row("PUT",    "/v1/admin/providers/new-{key}",           JSON, Some(r#"{"base_url": "https://p.example.com/", "inject": {"type": "bearer"}}"#), Fresh, NO_STORE, [F, F, F, F, F, 201, U]),

@@ -24,6 +24,8 @@ mod records;
 mod refresh;
 #[path = "sdk.rs"]
 mod sdk;
+#[path = "status.rs"]
+mod status;
 #[path = "tenancy.rs"]
 mod tenancy;
 

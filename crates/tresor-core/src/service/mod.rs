@@ -12,6 +12,7 @@ mod records;
 mod refresh;
 mod rotation;
 mod shredding;
+mod status;
 mod token_cache;
 
 use std::sync::Arc;
@@ -38,6 +39,7 @@ pub use records::{
 pub use refresh::{REFRESH_MARGIN_MS, RefreshFailure, RefreshStep, RefreshWork};
 pub use rotation::{KeyServer, KeysStatus, RewrapStatus};
 pub use shredding::{ShreddedEntry, ShreddedKind, ShreddedSink};
+pub use status::SystemStatus;
 
 /// The name under which the wrapped token pepper is kept in the backend's meta table.
 const PEPPER_META: &str = "token_pepper";

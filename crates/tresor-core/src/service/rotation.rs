@@ -396,7 +396,7 @@ impl Service {
     }
 
     /// The status, without the admin check.
-    async fn key_status(&self) -> Result<KeysStatus> {
+    pub(super) async fn key_status(&self) -> Result<KeysStatus> {
         let root = self.keys.root();
         let active = self.keys.active();
         let nodes = self.backend.list_nodes().await?;
