@@ -639,6 +639,90 @@ mod tests {
         assert_eq!(n, 1);
     }
 
+    /// Every released schema (1 to the current one) migrates: version 4 is the last before the
+    /// rowid tables of version 5, which copy every record and credential column.
+    #[test]
+    fn a_version_4_database_is_migrated_and_keeps_its_data() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("t.db");
+        {
+            let conn = create_version(&path, 4).unwrap();
+            conn.execute_batch(
+                "INSERT INTO records (ns, store, key, version, created_at, updated_at, \
+                 expires_at, description, value) VALUES (1, 2, x'6b', 7, 3, 4, 99, x'0d', x'0a0b'); \
+                 INSERT INTO credentials (ns, key, owner, app_id, provider, kind, version, \
+                 created_at, updated_at, expires_at, token_expires_at, scopes, needs_reconsent, \
+                 lease_until, lease_id, metadata, secret) VALUES (1, x'63', 'installation', 'a', \
+                 'p', 'oauth2', 8, 5, 6, NULL, 77, '[\"r\"]', 1, 12, 'l', x'0e', x'0f'); \
+                 UPDATE counters SET value = 8 WHERE name = 'record_version';",
+            )
+            .unwrap();
+        }
+        let conn = open_writer(&path).unwrap();
+        assert_eq!(stored_version(&conn).unwrap(), SCHEMA_VERSION);
+        let record: (i64, i64, i64, i64, i64, Vec<u8>, Vec<u8>) = conn
+            .query_row(
+                "SELECT store, version, created_at, updated_at, expires_at, description, value \
+                 FROM records WHERE ns = 1 AND key = x'6b'",
+                [],
+                |r| {
+                    Ok((
+                        r.get(0)?,
+                        r.get(1)?,
+                        r.get(2)?,
+                        r.get(3)?,
+                        r.get(4)?,
+                        r.get(5)?,
+                        r.get(6)?,
+                    ))
+                },
+            )
+            .unwrap();
+        assert_eq!(record, (2, 7, 3, 4, 99, vec![0x0d], vec![0x0a, 0x0b]));
+        let credential: (String, i64, i64, String, i64, i64, String, Vec<u8>, Vec<u8>) = conn
+            .query_row(
+                "SELECT kind, version, token_expires_at, scopes, needs_reconsent, lease_until, \
+                 lease_id, metadata, secret FROM credentials WHERE ns = 1 AND key = x'63'",
+                [],
+                |r| {
+                    Ok((
+                        r.get(0)?,
+                        r.get(1)?,
+                        r.get(2)?,
+                        r.get(3)?,
+                        r.get(4)?,
+                        r.get(5)?,
+                        r.get(6)?,
+                        r.get(7)?,
+                        r.get(8)?,
+                    ))
+                },
+            )
+            .unwrap();
+        assert_eq!(
+            credential,
+            (
+                "oauth2".into(),
+                8,
+                77,
+                "[\"r\"]".into(),
+                1,
+                12,
+                "l".into(),
+                vec![0x0e],
+                vec![0x0f]
+            )
+        );
+        let counter: i64 = conn
+            .query_row(
+                "SELECT value FROM counters WHERE name = 'record_version'",
+                [],
+                |r| r.get(0),
+            )
+            .unwrap();
+        assert_eq!(counter, 8);
+    }
+
     #[test]
     fn a_newer_schema_is_refused() {
         let dir = tempfile::tempdir().unwrap();
