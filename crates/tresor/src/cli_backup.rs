@@ -1,6 +1,6 @@
 //! `tresor backup` and `tresor restore`: an online, consistent copy of the embedded store while
 //! a server runs, and its return into a fresh data directory with the shredded list re-applied
-//! (`docs/backup.md`).
+//! (`docs/operations.md`, "Backups and restore").
 //!
 //! `backup` reads the store through a read-only connection of its own (the server keeps its
 //! lock and keeps writing) and copies it with SQLite's online backup API in one read

@@ -142,7 +142,7 @@ impl Service {
                 list = %sink.location(),
                 "the deletion is committed but could not be recorded in the shredded list: a \
                  restore of an older backup would bring these namespaces back; fix the file \
-                 and record them (docs/backup.md)"
+                 and record them (docs/operations.md, \"Backups and restore\")"
             ),
         }
     }
