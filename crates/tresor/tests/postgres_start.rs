@@ -121,8 +121,10 @@ async fn a_key_file_without_the_databases_newer_version_is_refused() {
         .await;
         assert_eq!(out.code, Some(0), "{out:?}");
     }
-    // A namespace key wrapped under version 2.
+    // A rotation makes version 2 the database's active one; a namespace key wrapped under it.
     let mut server = start(&url, &Key::File(key.clone()), tmp.path(), "v2").await;
+    let rotated = server.admin("POST", "/v1/admin/keys/rotate", None).await;
+    assert_eq!(rotated.status, 202, "{rotated:?}");
     server
         .install("app", &["storage:app"], "acct2", "inst2")
         .await;
