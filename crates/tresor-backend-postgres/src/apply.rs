@@ -106,6 +106,8 @@ pub(crate) enum Op {
     UnregisterNode {
         node_id: String,
     },
+    /// A write of an installation key rotation (`rekey.rs`).
+    Rekey(crate::rekey::RekeyOp),
 }
 
 /// What an [`Op`] produced; the caller knows which variant its op answers with.
@@ -123,12 +125,14 @@ pub(crate) enum Outcome {
     Deleted(bool),
     Unit,
     Purged(usize),
+    Rekey(crate::rekey::RekeyOutcome),
 }
 
 /// Applies one op inside the attempt's transaction.
 pub(crate) async fn apply(t: &mut Tx<'_>, op: &Op) -> Result<Outcome> {
     match op {
         Op::Commit(commit) => apply_commit(t, commit).await.map(Outcome::Applied),
+        Op::Rekey(op) => crate::rekey::apply(t, op).await.map(Outcome::Rekey),
         Op::MetaGetOrInsert { name, value } => {
             t.tx.execute(
                 "INSERT INTO meta (name, value) VALUES ($1, $2) ON CONFLICT (name) DO NOTHING",
@@ -316,6 +320,11 @@ async fn apply_commit(t: &mut Tx<'_>, commit: &Commit) -> Result<Vec<Applied>> {
         if usize::try_from(found).ok() != Some(expected) {
             return Err(CoreError::Unauthenticated.into());
         }
+    }
+    // A guard fenced by a key rotation, or a key the commit sealed under that has been
+    // replaced since: the service waits and runs the operation again (`sealed_rows`).
+    if t.guards_held > 0 {
+        return Err(CoreError::Rekeying.into());
     }
     // Storage quotas: each namespace the commit puts into, before and after, inside the
     // transaction (SERIALIZABLE: two servers racing to fill one namespace conflict, and the

@@ -18,6 +18,7 @@ mod counts;
 mod dump;
 mod error;
 mod queries;
+mod rekey;
 mod schema;
 mod tls;
 mod tx;
@@ -253,6 +254,46 @@ impl Backend for PostgresBackend {
         };
         match self.write(op).await? {
             Outcome::Replaced(done) => Ok(done),
+            _ => Err(mismatch()),
+        }
+    }
+
+    async fn fence_namespace(&self, ns: Ns, lease_id: &str, lease_ms: i64) -> Result<bool> {
+        let op = rekey::RekeyOp::Fence {
+            ns,
+            lease_id: lease_id.to_owned(),
+            lease_ms,
+        };
+        match self.write(Op::Rekey(op)).await? {
+            Outcome::Rekey(rekey::RekeyOutcome::Done(done)) => Ok(done),
+            _ => Err(mismatch()),
+        }
+    }
+
+    async fn unfence_namespace(&self, ns: Ns, lease_id: &str) -> Result<bool> {
+        let op = rekey::RekeyOp::Unfence {
+            ns,
+            lease_id: lease_id.to_owned(),
+        };
+        match self.write(Op::Rekey(op)).await? {
+            Outcome::Rekey(rekey::RekeyOutcome::Done(done)) => Ok(done),
+            _ => Err(mismatch()),
+        }
+    }
+
+    async fn namespace_sealed_rows(&self, ns: Ns) -> Result<tresor_core::sealed_rows::SealedRows> {
+        read(rekey::sealed_rows(&self.client().await?, ns).await)
+    }
+
+    async fn rekey_namespace(
+        &self,
+        rekey: tresor_core::sealed_rows::Rekey,
+    ) -> Result<tresor_core::sealed_rows::RekeyCounts> {
+        match self
+            .write(Op::Rekey(rekey::RekeyOp::Swap(Box::new(rekey))))
+            .await?
+        {
+            Outcome::Rekey(rekey::RekeyOutcome::Swapped(counts)) => Ok(counts),
             _ => Err(mismatch()),
         }
     }

@@ -27,7 +27,10 @@ use crate::error::PgResultExt;
 pub(crate) const HISTORY_TABLE: &str = "tresor_schema_history";
 
 /// The migrations, in order: (refinery name `V<n>__<what>`, SQL). Entry `i` is version `i + 1`.
-pub(crate) const MIGRATIONS: &[(&str, &str)] = &[("V1__initial", MIGRATION_1)];
+pub(crate) const MIGRATIONS: &[(&str, &str)] = &[
+    ("V1__initial", MIGRATION_1),
+    ("V2__rekey_fences", MIGRATION_2),
+];
 
 /// The schema version this build writes.
 pub(crate) const SCHEMA_VERSION: i64 = MIGRATIONS.len() as i64;
@@ -297,5 +300,16 @@ CREATE TABLE nodes (
     key_versions TEXT NOT NULL,
     started_at   BIGINT NOT NULL,
     last_seen    BIGINT NOT NULL
+);
+"#;
+
+/// The fences of installation key rotations (`tresor_core::sealed_rows`): while a namespace
+/// has a row here whose `lease_until` has not passed on the database's clock, its commits wait.
+/// Transient: not exported.
+const MIGRATION_2: &str = r#"
+CREATE TABLE rekey_fences (
+    ns          BIGINT PRIMARY KEY,
+    lease_id    TEXT NOT NULL,
+    lease_until BIGINT NOT NULL
 );
 "#;

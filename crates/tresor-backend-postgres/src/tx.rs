@@ -77,6 +77,9 @@ pub(crate) struct Tx<'a> {
     /// How many of a commit's namespace guards exist, when the attempt counted them in the same
     /// statement as its clock reading (one round trip instead of two).
     pub(crate) guards_found: Option<i64>,
+    /// How many of the commit's guards a key rotation fences, plus how many of the keys it
+    /// sealed under have been replaced, counted in the same statement.
+    pub(crate) guards_held: i64,
     /// The operator's storage quotas.
     pub(crate) quota: Quota,
 }
@@ -160,15 +163,28 @@ async fn attempt_once(pool: &Pool, op: &Op, quota: &Quota) -> Result<Outcome, Tx
     // A commit's incarnation guard (invariant 7) needs nothing but the transaction: it is read
     // with the clock, in one statement.
     let guards = match op {
-        Op::Commit(c) if !c.guards.is_empty() => Some(sorted_guards(&c.guards)),
+        Op::Commit(c) if !c.guards.is_empty() || !c.keys.is_empty() => Some((
+            sorted_guards(&c.guards),
+            c.keys.iter().map(|k| k.ns).collect::<Vec<_>>(),
+            c.keys
+                .iter()
+                .map(|k| k.wrapped_key.as_slice())
+                .collect::<Vec<_>>(),
+        )),
         _ => None,
     };
-    let (micros, guards_found): (i64, Option<i64>) = match &guards {
-        Some(g) => {
-            let row = tx.query_one(CLOCK_AND_GUARDS_SQL, &[g]).await?;
-            (row.try_get(0)?, Some(row.try_get(1)?))
+    let (micros, guards_found, guards_held): (i64, Option<i64>, i64) = match &guards {
+        Some((g, key_ns, key_wrapped)) => {
+            let row = tx
+                .query_one(CLOCK_AND_GUARDS_SQL, &[g, key_ns, key_wrapped])
+                .await?;
+            (row.try_get(0)?, Some(row.try_get(1)?), row.try_get(2)?)
         }
-        None => (tx.query_one(CLOCK_MICROS_SQL, &[]).await?.try_get(0)?, None),
+        None => (
+            tx.query_one(CLOCK_MICROS_SQL, &[]).await?.try_get(0)?,
+            None,
+            0,
+        ),
     };
     let floor = u64::try_from(micros)
         .map_err(|_| CoreError::internal("the database clock is before 1970"))?;
@@ -179,6 +195,7 @@ async fn attempt_once(pool: &Pool, op: &Op, quota: &Quota) -> Result<Outcome, Tx
         floor,
         audit_next: micros,
         guards_found,
+        guards_held,
         quota: *quota,
     };
     begun()?;
@@ -226,9 +243,17 @@ fn connection_lost() -> TxError {
     ))
 }
 
-/// The clock of [`CLOCK_MICROS_SQL`] and the number of the given namespaces that exist.
-const CLOCK_AND_GUARDS_SQL: &str = "SELECT floor(extract(epoch FROM clock_timestamp()) * 1000000)::BIGINT, \
-     (SELECT count(*) FROM namespaces WHERE ns = ANY($1))";
+/// The clock of [`CLOCK_MICROS_SQL`], the number of the guards (`$1`) that exist, and the
+/// number that hold the commit off: guards fenced by a key rotation (a lease that has not
+/// passed on this clock) plus keys it sealed under (`$2` namespaces, `$3` wrapped keys) that
+/// are no longer their namespace's.
+const CLOCK_AND_GUARDS_SQL: &str = "WITH c AS (SELECT floor(extract(epoch FROM clock_timestamp()) * 1000000)::BIGINT AS micros) \
+     SELECT c.micros, \
+     (SELECT count(*) FROM namespaces WHERE ns = ANY($1)), \
+     (SELECT count(*) FROM rekey_fences f WHERE f.ns = ANY($1) AND f.lease_until > c.micros / 1000) \
+     + (SELECT count(*) FROM unnest($2::BIGINT[], $3::BYTEA[]) AS k(ns, wrapped_key) \
+        JOIN namespaces n ON n.ns = k.ns WHERE n.wrapped_key <> k.wrapped_key) \
+     FROM c";
 
 /// A commit's guards, each once.
 pub(crate) fn sorted_guards(guards: &[tresor_core::model::Ns]) -> Vec<tresor_core::model::Ns> {

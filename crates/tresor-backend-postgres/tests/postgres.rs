@@ -79,6 +79,40 @@ async fn many_servers_migrating_at_once_apply_each_migration_once() {
     assert_eq!(locks, 1);
 }
 
+/// Every released schema migrates to the current one with its data: a database as release
+/// V1 left it (the V2 table dropped and its history row removed) gets V2 and keeps its rows.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_version_1_database_is_migrated_and_keeps_its_data() {
+    let url = tresor_test_support::postgres::fresh_database().await;
+    let backend = connect(&url).await;
+    backend.migrate().await.expect("migrate");
+    backend
+        .meta_get_or_insert("kept", b"from v1")
+        .await
+        .expect("a row written under V1");
+    let client = tresor_test_support::postgres::connect(&url).await;
+    client
+        .batch_execute(
+            "DROP TABLE rekey_fences; DELETE FROM tresor_schema_history WHERE version = 2;",
+        )
+        .await
+        .expect("take the database back to V1");
+    assert_eq!(backend.schema_version().await.unwrap(), 1);
+    let report = backend.migrate().await.expect("migrate from V1");
+    assert_eq!(report.applied, vec![2]);
+    assert_eq!(backend.schema_version().await.unwrap(), 2);
+    let fences: i64 = client
+        .query_one("SELECT count(*) FROM rekey_fences", &[])
+        .await
+        .expect("the V2 table exists")
+        .get(0);
+    assert_eq!(fences, 0);
+    assert_eq!(
+        backend.meta_get("kept").await.unwrap(),
+        Some(b"from v1".to_vec())
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_schema_newer_than_the_release_is_refused() {
     let url = tresor_test_support::postgres::fresh_database().await;
@@ -145,6 +179,7 @@ async fn racing_writers_on_three_backends_lose_nothing_and_versions_increase() {
                 items.push_str(&format!("{i},"));
                 let commit = Commit {
                     guards: vec![ns],
+                    keys: Vec::new(),
                     mutations: vec![Mutation::Put {
                         ns,
                         store: StoreKind::Kv,

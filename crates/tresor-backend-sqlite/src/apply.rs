@@ -120,6 +120,8 @@ pub(crate) enum Op {
     /// Writes nothing itself: its batch commits the queued audit events, so they are visible
     /// once it is answered.
     FlushAudit,
+    /// A write of an installation key rotation (`rekey.rs`).
+    Rekey(crate::rekey::RekeyOp),
 }
 
 /// What an [`Op`] produced; the caller knows which variant its op answers with.
@@ -137,6 +139,7 @@ pub(crate) enum Outcome {
     Deleted(bool),
     Unit,
     Purged(usize),
+    Rekey(crate::rekey::RekeyOutcome),
 }
 
 impl Op {
@@ -144,6 +147,7 @@ impl Op {
     pub(crate) fn audit_count(&self) -> usize {
         match self {
             Op::Commit(c) => c.audit.len(),
+            Op::Rekey(op) => op.audit_count(),
             Op::MetaGetOrInsert { .. }
             | Op::MetaReplace { .. }
             | Op::NamespaceKeyReplace { .. }
@@ -174,6 +178,7 @@ impl Op {
                 | Op::RegisterNode { .. }
                 | Op::UnregisterNode { .. }
                 | Op::FlushAudit
+                | Op::Rekey(_)
         )
     }
 }
@@ -297,6 +302,7 @@ fn apply(
         Op::Commit(commit) => {
             apply_commit(conn, versions, quota, commit, now).map(Outcome::Applied)
         }
+        Op::Rekey(op) => crate::rekey::apply(conn, op, now).map(Outcome::Rekey),
         Op::MetaGetOrInsert { name, value } => meta_get_or_insert(conn, &name, &value),
         Op::MetaReplace { name, old, new } => conn
             .prepare_cached("UPDATE meta SET value = ?1 WHERE name = ?2 AND value = ?3")
@@ -520,12 +526,9 @@ fn apply_commit(
     now: Millis,
 ) -> Result<Vec<Applied>> {
     // The incarnation check of invariant 7: inside the transaction, so a racing uninstall either
-    // committed before (and this fails) or commits after (and deletes what this wrote).
-    for ns in &commit.guards {
-        if !queries::namespace_exists(conn, *ns)? {
-            return Err(CoreError::Unauthenticated);
-        }
-    }
+    // committed before (and this fails) or commits after (and deletes what this wrote). It also
+    // holds the commit off a namespace whose key is being rotated, or was since it sealed.
+    crate::rekey::check_guards(conn, &commit, now)?;
     // Storage quotas: each namespace the commit puts into, before and after, inside the
     // transaction (the savepoint undoes a refused commit).
     let grown = if quota.is_off() {

@@ -16,6 +16,7 @@ mod error;
 mod key_check;
 mod queries;
 mod readers;
+mod rekey;
 mod reserve;
 mod schema;
 mod stats;
@@ -264,6 +265,48 @@ impl Backend for SqliteBackend {
         };
         match self.write(op).await? {
             Outcome::Replaced(done) => Ok(done),
+            _ => Err(mismatch()),
+        }
+    }
+
+    async fn fence_namespace(&self, ns: Ns, lease_id: &str, lease_ms: i64) -> Result<bool> {
+        let op = rekey::RekeyOp::Fence {
+            ns,
+            lease_id: lease_id.to_owned(),
+            lease_ms,
+        };
+        match self.write(Op::Rekey(op)).await? {
+            Outcome::Rekey(rekey::RekeyOutcome::Done(done)) => Ok(done),
+            _ => Err(mismatch()),
+        }
+    }
+
+    async fn unfence_namespace(&self, ns: Ns, lease_id: &str) -> Result<bool> {
+        let op = rekey::RekeyOp::Unfence {
+            ns,
+            lease_id: lease_id.to_owned(),
+        };
+        match self.write(Op::Rekey(op)).await? {
+            Outcome::Rekey(rekey::RekeyOutcome::Done(done)) => Ok(done),
+            _ => Err(mismatch()),
+        }
+    }
+
+    async fn namespace_sealed_rows(&self, ns: Ns) -> Result<tresor_core::sealed_rows::SealedRows> {
+        self.readers
+            .run(move |conn| rekey::sealed_rows(conn, ns))
+            .await
+    }
+
+    async fn rekey_namespace(
+        &self,
+        rekey: tresor_core::sealed_rows::Rekey,
+    ) -> Result<tresor_core::sealed_rows::RekeyCounts> {
+        match self
+            .write(Op::Rekey(rekey::RekeyOp::Swap(Box::new(rekey))))
+            .await?
+        {
+            Outcome::Rekey(rekey::RekeyOutcome::Swapped(counts)) => Ok(counts),
             _ => Err(mismatch()),
         }
     }

@@ -542,13 +542,6 @@ fn namespace_row(r: &Row<'_>) -> rusqlite::Result<NamespaceRow> {
     })
 }
 
-pub(crate) fn namespace_exists(conn: &Connection, ns: Ns) -> Result<bool> {
-    conn.prepare_cached("SELECT EXISTS (SELECT 1 FROM namespaces WHERE ns = ?1)")
-        .db()?
-        .query_row([ns], |r| r.get(0))
-        .db()
-}
-
 /// The token with its live installation, app and account, in one statement. An installation
 /// token whose installation incarnation (or app, or account) is gone is no token at all.
 pub(crate) fn authenticate(conn: &Connection, token_id: &str) -> Result<Option<AuthRecord>> {

@@ -141,6 +141,7 @@ const MIGRATIONS: &[&str] = &[
     MIGRATION_3,
     MIGRATION_4,
     MIGRATION_5,
+    MIGRATION_6,
 ];
 
 /// The first schema. Keys are BLOBs so that they compare as bytes (memcmp), which is the
@@ -378,6 +379,16 @@ ALTER TABLE credentials_v5 RENAME TO credentials;
 CREATE INDEX credentials_by_expiry ON credentials (expires_at) WHERE expires_at IS NOT NULL;
 ";
 
+/// The fences of installation key rotations (`tresor_core::sealed_rows`): while a namespace
+/// has a row here whose `lease_until` has not passed, its commits wait. Transient: not exported.
+const MIGRATION_6: &str = "
+CREATE TABLE rekey_fences (
+    ns          INTEGER PRIMARY KEY,
+    lease_id    TEXT NOT NULL,
+    lease_until INTEGER NOT NULL
+);
+";
+
 /// Creates a database as an earlier release left it: the first `version` migrations, nothing
 /// else.
 #[cfg(test)]
@@ -599,7 +610,7 @@ mod tests {
         }
         let conn = open_writer(&path).unwrap();
         assert_eq!(stored_version(&conn).unwrap(), SCHEMA_VERSION);
-        assert_eq!(SCHEMA_VERSION, 5);
+        assert_eq!(SCHEMA_VERSION, 6);
         assert!(table_names(&conn).contains(&"nodes".to_owned()));
         let kept: (i64, i64, i64) = conn
             .query_row(

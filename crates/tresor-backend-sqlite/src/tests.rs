@@ -20,6 +20,7 @@ fn open(dir: &Path) -> SqliteBackend {
 fn put(ns: Ns, key: &str, expect: Precondition, value: Vec<u8>) -> Commit {
     Commit {
         guards: Vec::new(),
+        keys: Vec::new(),
         mutations: vec![Mutation::Put {
             ns,
             store: StoreKind::Kv,
@@ -221,6 +222,7 @@ async fn reopening_keeps_data_and_never_reuses_a_version() {
         }
         let delete = Commit {
             guards: Vec::new(),
+            keys: Vec::new(),
             mutations: vec![Mutation::Delete {
                 ns: 1,
                 store: StoreKind::Kv,
@@ -367,6 +369,7 @@ async fn a_version_1_database_opens_with_credentials_and_providers() {
     let applied = b
         .commit(Commit {
             guards: Vec::new(),
+            keys: Vec::new(),
             mutations: vec![Mutation::PutCredential {
                 ns: 1,
                 other_ns: None,
@@ -444,6 +447,7 @@ async fn a_version_2_database_opens_with_flows_and_keeps_leases() {
     );
     let acquire = |lease_id: &str| Commit {
         guards: Vec::new(),
+        keys: Vec::new(),
         mutations: vec![Mutation::AcquireCredentialLease {
             ns: 1,
             key: b"old".to_vec(),
@@ -480,6 +484,7 @@ async fn a_version_2_database_opens_with_flows_and_keeps_leases() {
     let applied = b
         .commit(Commit {
             guards: Vec::new(),
+            keys: Vec::new(),
             mutations: vec![Mutation::PutFlow { flow }],
             audit: vec![event("start_flow")],
         })

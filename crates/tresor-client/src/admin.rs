@@ -206,6 +206,19 @@ impl AdminClient {
         self.client.call(request).await?.json("token answer")
     }
 
+    /// Re-seals an installation's records, credentials and OAuth flows under a new data key
+    /// (`POST /v1/admin/installations/{id}/rotate-key`). Answers `{"installation_id",
+    /// "records", "credentials", "oauth_flows"}`, the counts re-sealed; 404 for an unknown
+    /// installation, 409 while another rotation of it runs.
+    pub async fn rotate_installation_key(&self, installation_id: &str) -> Result<Value> {
+        let path = format!(
+            "/v1/admin/installations/{}/rotate-key",
+            path_segment("installation id", installation_id)?
+        );
+        let request = self.client.request(Method::POST, &path, "")?;
+        self.client.call(request).await?.json("rotate-key answer")
+    }
+
     /// Revokes a token, effective at once on every server.
     pub async fn revoke_token(&self, token_id: &str) -> Result<()> {
         self.delete_doc("tokens", token_id).await

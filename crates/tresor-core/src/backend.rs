@@ -9,6 +9,7 @@ use crate::audit::{AuditEvent, AuditQuery};
 use crate::dump::{Cell, DumpRow, DumpTable};
 use crate::error::Result;
 use crate::model::{Millis, Ns, StoreKind};
+use crate::sealed_rows::{KeyCheck, Rekey, RekeyCounts, SealedRows};
 
 /// One stored record: metadata in the clear, value and description sealed.
 #[derive(Clone)]
@@ -305,6 +306,10 @@ pub struct Commit {
     /// request authenticated against, and the app's shared namespace when it is touched).
     /// A missing guard fails the commit with `Unauthenticated`.
     pub guards: Vec<Ns>,
+    /// The namespace keys the commit's ciphertexts were sealed under: each must still be its
+    /// namespace's key, and no guard may be fenced by a key rotation, else `Rekeying`
+    /// (see [`crate::sealed_rows`]).
+    pub keys: Vec<KeyCheck>,
     pub mutations: Vec<Mutation>,
     /// Committed in the same transaction as the mutations.
     pub audit: Vec<AuditEvent>,
@@ -606,6 +611,23 @@ pub trait Backend: Send + Sync + 'static {
     /// re-wrap of a root key rotation, safe to run on several servers at once). False when it
     /// changed or the namespace is gone.
     async fn namespace_key_replace(&self, ns: Ns, old: &[u8], new: &[u8]) -> Result<bool>;
+
+    /// Puts up the rekey fence of `ns` under `lease_id` for `lease_ms`, judged on the
+    /// backend's clock (an expired fence is replaced): while it stands, every commit guarded by
+    /// `ns` fails with `Rekeying`. False when another fence stands; `NotFound` when the
+    /// namespace is gone. See [`crate::sealed_rows`].
+    async fn fence_namespace(&self, ns: Ns, lease_id: &str, lease_ms: i64) -> Result<bool>;
+
+    /// Takes down the rekey fence `lease_id` of `ns` (a rotation that gave up); false when it
+    /// is not there.
+    async fn unfence_namespace(&self, ns: Ns, lease_id: &str) -> Result<bool>;
+
+    /// Every row of `ns` that holds ciphertext sealed under its key: records and credentials,
+    /// expired ones too, and OAuth flows.
+    async fn namespace_sealed_rows(&self, ns: Ns) -> Result<SealedRows>;
+
+    /// Applies an installation key rotation in one transaction (see [`Rekey`]).
+    async fn rekey_namespace(&self, rekey: Rekey) -> Result<RekeyCounts>;
 
     /// Up to `limit` namespaces with `ns > after`, in `ns` order, whose wrapped key does not
     /// start with `prefix` (the header of one root key version): what a re-wrap still has to do.

@@ -131,6 +131,12 @@ pub enum CoreError {
     /// this never reaches a client.
     #[error("write conflict")]
     WriteConflict,
+    /// The namespace's data key is being rotated, or was rotated after this operation read it
+    /// (its commit is fenced or was sealed under the old key): the service forgets the cached
+    /// key, waits briefly and runs the operation again. Reaches a client only when the rotation
+    /// outlasts the wait.
+    #[error("the installation's data key is being rotated; try again")]
+    Rekeying,
     #[error("internal error")]
     Internal(String),
 }
@@ -155,7 +161,7 @@ impl CoreError {
             CoreError::Integrity | CoreError::Internal(_) | CoreError::WriteConflict => {
                 ErrorCode::Internal
             }
-            CoreError::Unavailable(_) => ErrorCode::Unavailable,
+            CoreError::Unavailable(_) | CoreError::Rekeying => ErrorCode::Unavailable,
             CoreError::InsufficientStorage => ErrorCode::InsufficientStorage,
             CoreError::QuotaExceeded => ErrorCode::QuotaExceeded,
             CoreError::RateLimited { .. } => ErrorCode::RateLimited,

@@ -6,21 +6,32 @@
 //! activated, not necessarily the newest in this server's key file. The ring itself can be
 //! replaced while serving (a key file that gained a version, reloaded by a rotation).
 //!
-//! The cache holds keys, never plaintext values. It needs no invalidation across servers: a
-//! namespace id is never reused, and once a namespace is deleted its records are gone and every
-//! write guarded by it fails inside the transaction.
+//! The cache holds keys, never plaintext values. A namespace id is never reused, and once a
+//! namespace is deleted its records are gone and every write guarded by it fails inside the
+//! transaction. An installation key rotation (`service::rekey`) replaces a namespace's key while
+//! other servers may still cache the old one, so the cache is self-correcting rather than
+//! invalidated: each entry remembers the wrapped key it was unwrapped from; a ciphertext the
+//! cached key does not open sends [`KeyRing::open`] back to the store for the current wrapped
+//! key (and a second try when it is another key); and a commit that sealed anything carries the
+//! wrapped key it sealed under ([`KeyCheck`]), which the backend compares inside the
+//! transaction, so a write sealed under a key that has been replaced never lands.
 
 use std::collections::HashMap;
 use std::sync::{Arc, PoisonError, RwLock};
 
-use tresor_crypto::{DataKey, RootKeyRing};
+use tresor_crypto::{CryptoError, DataKey, RootKeyRing};
+use zeroize::Zeroizing;
 
 use crate::backend::{Backend, NamespaceRow};
 use crate::error::{CoreError, Result};
 use crate::model::{Ns, StoreKind};
+use crate::sealed_rows::KeyCheck;
 
-/// The data-key generation written into every record header; installation key rotation will
-/// raise it.
+/// The data-key id written into every record header. Installation key rotation does not raise
+/// it: the key that opens a ciphertext is always its namespace's current key (a rotation
+/// re-seals every ciphertext of the namespace in the transaction that replaces the key), and a
+/// per-namespace generation would be state that an export, an import or a backup would have to
+/// carry. [`KeyRing::open`] tells a stale cached key from a damaged ciphertext instead.
 pub const DATA_KEY_ID: u32 = 1;
 
 /// Most keys the cache keeps before it starts over (keys are re-unwrapped on a miss).
@@ -30,7 +41,14 @@ pub struct KeyRing {
     root: RwLock<Arc<RootKeyRing>>,
     /// The store's active root key version: the one [`KeyRing::wrap`] uses.
     active: RwLock<String>,
-    cache: RwLock<HashMap<Ns, DataKey>>,
+    cache: RwLock<HashMap<Ns, Cached>>,
+}
+
+/// An unwrapped namespace key and the wrapped key it came from.
+#[derive(Clone)]
+struct Cached {
+    key: DataKey,
+    wrapped: Arc<[u8]>,
 }
 
 impl KeyRing {
@@ -91,23 +109,60 @@ impl KeyRing {
         let ns = (u64::from_be_bytes(raw) >> 2) as i64 | 1;
         let key = DataKey::generate()?;
         let wrapped_key = self.wrap(&key, &namespace_context(ns))?;
-        self.insert(ns, key);
+        self.insert(ns, key, &wrapped_key);
         Ok(NamespaceRow { ns, wrapped_key })
     }
 
     /// The data key of a live namespace; `Unauthenticated` when the namespace is gone (its
     /// installation was uninstalled after the token was checked).
     pub async fn key(&self, backend: &dyn Backend, ns: Ns) -> Result<DataKey> {
-        if let Some(k) = self.cached(ns)? {
-            return Ok(k);
+        Ok(self.entry(backend, ns).await?.key)
+    }
+
+    /// The key to seal under, and the check that makes a commit of what it sealed apply only
+    /// while it is still the namespace's key (put it in [`crate::backend::Commit::keys`]).
+    pub async fn sealing_key(&self, backend: &dyn Backend, ns: Ns) -> Result<(DataKey, KeyCheck)> {
+        let entry = self.entry(backend, ns).await?;
+        let check = KeyCheck {
+            ns,
+            wrapped_key: entry.wrapped.to_vec(),
+        };
+        Ok((entry.key, check))
+    }
+
+    /// Opens a ciphertext sealed under the key of `ns`. When the cached key does not open it,
+    /// the cached key may be older than the ciphertext (another server rotated the namespace's
+    /// key): the stored key is unwrapped afresh, and if it is another key it gets a second try.
+    /// `Integrity` when neither opens it: damaged, moved, or read before a rotation that this
+    /// server's key already reflects (a caller that read it may read it again once).
+    pub async fn open(
+        &self,
+        backend: &dyn Backend,
+        ns: Ns,
+        aad: &[u8],
+        sealed: &[u8],
+    ) -> Result<Zeroizing<Vec<u8>>> {
+        let cached = self.entry(backend, ns).await?;
+        match tresor_crypto::open(&cached.key, aad, sealed) {
+            Err(CryptoError::Integrity) => {}
+            other => return Ok(other?),
         }
-        let wrapped = backend
-            .namespace_key(ns)
-            .await?
-            .ok_or(CoreError::Unauthenticated)?;
-        let key = self.root().unwrap(&wrapped, &namespace_context(ns))?;
-        self.insert(ns, key.clone());
-        Ok(key)
+        self.forget_if(ns, &cached.wrapped);
+        let fresh = self.entry(backend, ns).await?;
+        if fresh.key == cached.key {
+            return Err(CoreError::Integrity);
+        }
+        Ok(tresor_crypto::open(&fresh.key, aad, sealed)?)
+    }
+
+    /// Unwraps a namespace key as stored (not through the cache).
+    pub fn unwrap_namespace_key(&self, ns: Ns, wrapped: &[u8]) -> Result<DataKey> {
+        Ok(self.root().unwrap(wrapped, &namespace_context(ns))?)
+    }
+
+    /// Caches the key a committed rotation gave `ns`.
+    pub fn replace(&self, ns: Ns, key: DataKey, wrapped: &[u8]) {
+        self.insert(ns, key, wrapped);
     }
 
     pub fn forget(&self, ns: Ns) {
@@ -116,7 +171,33 @@ impl KeyRing {
         }
     }
 
-    fn cached(&self, ns: Ns) -> Result<Option<DataKey>> {
+    /// Forgets the cached key of `ns` if it is still the one unwrapped from `wrapped` (not one
+    /// another request has put there since).
+    fn forget_if(&self, ns: Ns, wrapped: &[u8]) {
+        if let Ok(mut map) = self.cache.write()
+            && map.get(&ns).is_some_and(|c| *c.wrapped == *wrapped)
+        {
+            map.remove(&ns);
+        }
+    }
+
+    async fn entry(&self, backend: &dyn Backend, ns: Ns) -> Result<Cached> {
+        if let Some(c) = self.cached(ns)? {
+            return Ok(c);
+        }
+        let wrapped = backend
+            .namespace_key(ns)
+            .await?
+            .ok_or(CoreError::Unauthenticated)?;
+        let key = self.unwrap_namespace_key(ns, &wrapped)?;
+        self.insert(ns, key.clone(), &wrapped);
+        Ok(Cached {
+            key,
+            wrapped: wrapped.into(),
+        })
+    }
+
+    fn cached(&self, ns: Ns) -> Result<Option<Cached>> {
         let map = self
             .cache
             .read()
@@ -124,12 +205,18 @@ impl KeyRing {
         Ok(map.get(&ns).cloned())
     }
 
-    fn insert(&self, ns: Ns, key: DataKey) {
+    fn insert(&self, ns: Ns, key: DataKey, wrapped: &[u8]) {
         if let Ok(mut map) = self.cache.write() {
             if map.len() >= CACHE_CAPACITY {
                 map.clear();
             }
-            map.insert(ns, key);
+            map.insert(
+                ns,
+                Cached {
+                    key,
+                    wrapped: wrapped.into(),
+                },
+            );
         }
     }
 }

@@ -15,6 +15,7 @@ pub mod key_provider;
 pub mod keyring;
 pub mod merge_patch;
 pub mod model;
+pub mod sealed_rows;
 pub mod service;
 
 pub use error::{CoreError, ErrorCode, Result};

@@ -29,6 +29,8 @@ pub enum Resource {
     Installations,
     Installation,
     InstallationTokens,
+    /// `POST /v1/admin/installations/{id}/rotate-key`: the installation key rotation.
+    InstallationRotateKey,
     Token,
     Audit,
     /// `GET /v1/admin/keys`: root key versions, servers and re-wrap progress.
@@ -160,6 +162,19 @@ async fn inner(state: AppState, resource: Resource, req: Request) -> Result<Resp
             ok_doc(
                 true,
                 json!({ "token_id": t.token_id, "token": t.token.expose_secret() }),
+            )
+        }
+        (Resource::InstallationRotateKey, Method::POST) => {
+            only_fields(&body, &[])?;
+            let r = svc.rotate_installation_key(&p, &ctx, &id).await?;
+            ok_doc(
+                false,
+                json!({
+                    "installation_id": r.installation_id,
+                    "records": r.records,
+                    "credentials": r.credentials,
+                    "oauth_flows": r.oauth_flows,
+                }),
             )
         }
         (Resource::Token, Method::DELETE) => {

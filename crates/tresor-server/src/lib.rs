@@ -131,7 +131,7 @@ pub fn router(state: AppState) -> Router {
     );
 
     use admin::Resource as R;
-    let admin_routes: [(&str, R, &[&str]); 12] = [
+    let admin_routes: [(&str, R, &[&str]); 13] = [
         ("/v1/admin/apps", R::Apps, &["GET"]),
         ("/v1/admin/apps/{id}", R::App, &["GET", "PUT", "DELETE"]),
         ("/v1/admin/accounts", R::Accounts, &["GET"]),
@@ -149,6 +149,11 @@ pub fn router(state: AppState) -> Router {
         (
             "/v1/admin/installations/{id}/tokens",
             R::InstallationTokens,
+            &["POST"],
+        ),
+        (
+            "/v1/admin/installations/{id}/rotate-key",
+            R::InstallationRotateKey,
             &["POST"],
         ),
         ("/v1/admin/tokens/{id}", R::Token, &["DELETE"]),

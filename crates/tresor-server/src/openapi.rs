@@ -328,6 +328,21 @@ fn admin_paths(paths: &mut Map<String, Value>) {
             "requestBody": {"required": false, "content": {"application/json": {"schema": {"type": "object", "properties": {"scopes": {"type": "array", "items": {"type": "string"}}, "ttl_seconds": {"type": "integer"}}}}}},
             "responses": with_ok(errs(), "201", doc("{\"token_id\", \"token\"}"))},
     }));
+    let mut rotate_key = errs();
+    rotate_key.insert(
+        "409".into(),
+        err_ref("a key rotation of the installation is already running, or it holds too much to rotate in one transaction"),
+    );
+    rotate_key.insert(
+        "503".into(),
+        err_ref("the installation's rows kept changing; nothing was rotated"),
+    );
+    paths.insert("/v1/admin/installations/{installation_id}/rotate-key".into(), json!({
+        "parameters": [id("installation_id")],
+        "post": {"summary": "Re-seal the installation's records, credentials and OAuth flows under a new data key, which replaces the old one in the same transaction. Online: the installation's writes wait while it runs.",
+            "requestBody": {"required": false, "content": {"application/json": {"schema": {"type": "object", "additionalProperties": false}}}},
+            "responses": with_ok(rotate_key, "200", json_body("InstallationKeyRotated", "rotated: what was re-sealed"))},
+    }));
     paths.insert("/v1/admin/tokens/{token_id}".into(), json!({
         "parameters": [{"name": "token_id", "in": "path", "required": true, "schema": {"type": "string"}}],
         "delete": {"summary": "Revoke, effective at once.", "responses": with_ok(errs(), "204", json!({"description": "revoked"}))},
@@ -438,6 +453,11 @@ fn components() -> Value {
                     "bytes": {"type": ["integer", "null"]}}},
                 "keys": {"$ref": "#/components/schemas/KeysStatus"},
                 "last_backup": {"type": ["object", "null"]}}},
+            "InstallationKeyRotated": {"type": "object", "required": ["installation_id", "records", "credentials", "oauth_flows"], "properties": {
+                "installation_id": {"type": "string"},
+                "records": {"type": "integer", "minimum": 0},
+                "credentials": {"type": "integer", "minimum": 0},
+                "oauth_flows": {"type": "integer", "minimum": 0}}},
             "KeysStatus": {"type": "object", "required": ["active", "newest", "versions", "servers", "wrapped", "rewrap"], "properties": {
                 "active": {"type": "string"}, "newest": {"type": "string"},
                 "versions": {"type": "array", "items": {"type": "string"}},

@@ -19,6 +19,7 @@ mod flows;
 mod helpers;
 mod model;
 mod records;
+mod rekey;
 
 use std::any::Any;
 use std::future::Future;
@@ -34,6 +35,7 @@ pub use dump::*;
 pub use flows::*;
 pub use model::{ModelExpect, ModelOp, check_against_model, model_property};
 pub use records::*;
+pub use rekey::*;
 
 /// A backend under test and whatever must live as long as it (its temporary directory, its
 /// throwaway database server). The backend is dropped first.
@@ -125,6 +127,9 @@ macro_rules! conformance_tests {
             deleting_an_app_or_account_removes_its_flows,
             purge_expired_keeps_flows_a_day_past_expiry,
             nodes_register_list_and_unregister,
+            rekey_swaps_every_sealed_row_and_the_key_at_once,
+            rekey_fence_holds_off_the_namespace_commits_only,
+            rekey_swap_that_lost_a_race_changes_nothing,
             import_of_an_existing_key_conflicts_and_inserts_nothing;
             pairs:
             export_then_import_round_trips,

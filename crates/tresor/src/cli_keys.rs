@@ -1,5 +1,6 @@
 //! `tresor keys …`: root key rotation with an admin token — the status, the rotation, and the
-//! retirement of a version no stored key uses any more (see `tresor_core::service` rotation).
+//! retirement of a version no stored key uses any more (see `tresor_core::service` rotation) —
+//! and the rotation of one installation's data key (`rotate-installation`).
 
 use std::path::PathBuf;
 use std::time::Duration;
@@ -18,7 +19,9 @@ use crate::cli_common::{CliError, CliResult, ConnArgs, EXIT_OK, TokenKind, conne
     3. tresor keys retire OLD --master-key-file FILE   (once `status` shows 0 keys under OLD)\n\
     The admin token comes from TRESOR_ADMIN_TOKEN, else --token-file PATH, else TRESOR_TOKEN, \
     else ./tresor-data/admin.token.\n\
-    Exit codes: 0 success, 2 usage, 3 API error (409: a running server lacks the version), \
+    Rotating one installation's data key: tresor keys rotate-installation ID\n\
+    Exit codes: 0 success, 2 usage, 3 API error (409: a running server lacks the version, or \
+    the installation is being rotated already; 404: no such installation), \
     4 transport or configuration error.")]
 pub struct KeysArgs {
     #[command(flatten)]
@@ -47,6 +50,13 @@ pub enum KeysCommand {
         /// The key file to remove it from.
         #[arg(long = "master-key-file", value_name = "FILE")]
         file: PathBuf,
+    },
+    /// Re-seal one installation's records, credentials and OAuth flows under a new data key,
+    /// which replaces its old one. Online: its writes wait while it runs.
+    RotateInstallation {
+        /// The installation id.
+        #[arg(value_name = "ID")]
+        id: String,
     },
 }
 
@@ -77,6 +87,10 @@ async fn keys(admin: &AdminClient, command: KeysCommand) -> tresor_client::Resul
                 status = admin.keys().await?;
             }
             Ok(print_json(&status).map(|()| EXIT_OK))
+        }
+        KeysCommand::RotateInstallation { id } => {
+            let answer = admin.rotate_installation_key(&id).await?;
+            Ok(print_json(&answer).map(|()| EXIT_OK))
         }
         KeysCommand::Retire { id, file } => {
             let status = admin.keys().await?;

@@ -403,6 +403,11 @@ fn rows() -> Vec<Row> {
         row("POST",   "/v1/admin/installations",                 JSON, Some("{}"), Fresh, NO_STORE, M),
         row("POST",   "/v1/admin/installations/inst-a/tokens",   JSON, Some(r#"{"scopes": ["kv:read"]}"#), Fresh, NO_STORE, [F, F, F, F, F, 201, U]),
         row("GET",    "/v1/admin/installations/inst-a/tokens",   NONE, None, Fresh, NO_STORE, M),
+        // Installation key rotation: re-seals all of A's data under a new key, mid-matrix, so every
+        // later cell reads A through the new key.
+        row("POST",   "/v1/admin/installations/inst-a/rotate-key", JSON, Some("{}"), Fresh, NO_STORE, [F, F, F, F, F, 200, U]),
+        row("POST",   "/v1/admin/installations/nobody/rotate-key", NONE, None, Fresh, NO_STORE, [F, F, F, F, F, 404, U]),
+        row("GET",    "/v1/admin/installations/inst-a/rotate-key", NONE, None, Fresh, NO_STORE, M),
         row("DELETE", "/v1/admin/tokens/{spare}",                NONE, None, Fresh, NO_STORE, [F, F, F, F, F, 204, U]),
         row("GET",    "/v1/admin/tokens/{spare}",                NONE, None, Fresh, NO_STORE, M),
         row("GET",    "/v1/admin/audit?installation_id=inst-a&limit=5", NONE, None, Fresh, NO_STORE, [F, F, F, F, F, 200, U]),

@@ -453,31 +453,42 @@ impl Service {
             } else {
                 (p.ns, format!("{}/{}", p.account_id, p.installation_id))
             };
-            let rows = self.backend.list_records(ns, store, &query).await?;
-            let more = rows.len() > limit;
-            let mut items = Vec::with_capacity(rows.len().min(limit));
-            for row in rows.into_iter().take(limit) {
-                let description = match &row.description {
-                    Some(sealed) => {
-                        let dk = self.keys.key(self.backend.as_ref(), ns).await?;
-                        let aad = record_aad(ns, &owner, store, &row.key, RecordPart::Description);
-                        let plain = tresor_crypto::open(&dk, &aad, sealed)?;
-                        Some(String::from_utf8(plain.to_vec()).map_err(|_| CoreError::Integrity)?)
-                    }
-                    None => None,
-                };
-                let key = String::from_utf8(row.key).map_err(|_| CoreError::Integrity)?;
-                items.push(RecordMeta {
-                    key,
-                    version: row.version,
-                    description,
-                    created_at: row.created_at,
-                    updated_at: row.updated_at,
-                    expires_at: row.expires_at,
-                });
-            }
-            let next_cursor = next_cursor(more, items.last().map(|m| m.key.as_str()));
-            Ok(RecordPage { items, next_cursor })
+            // A description read just before a key rotation committed is read again.
+            let (query, owner) = (&query, &owner);
+            self.rekey_safe(&[], || async move {
+                let rows = self.backend.list_records(ns, store, query).await?;
+                let more = rows.len() > limit;
+                let mut items = Vec::with_capacity(rows.len().min(limit));
+                for row in rows.into_iter().take(limit) {
+                    let description = match &row.description {
+                        Some(sealed) => {
+                            let aad =
+                                record_aad(ns, owner, store, &row.key, RecordPart::Description);
+                            let plain = self
+                                .keys
+                                .open(self.backend.as_ref(), ns, &aad, sealed)
+                                .await?;
+                            Some(
+                                String::from_utf8(plain.to_vec())
+                                    .map_err(|_| CoreError::Integrity)?,
+                            )
+                        }
+                        None => None,
+                    };
+                    let key = String::from_utf8(row.key).map_err(|_| CoreError::Integrity)?;
+                    items.push(RecordMeta {
+                        key,
+                        version: row.version,
+                        description,
+                        created_at: row.created_at,
+                        updated_at: row.updated_at,
+                        expires_at: row.expires_at,
+                    });
+                }
+                let next_cursor = next_cursor(more, items.last().map(|m| m.key.as_str()));
+                Ok(RecordPage { items, next_cursor })
+            })
+            .await
         }
         .await;
         ev.status = match &r {

@@ -15,6 +15,7 @@ use crate::keyring::{DATA_KEY_ID, RecordPart, credential_aad};
 use crate::model::{
     InstallationPrincipal, Millis, Principal, RecordKey, Scope, now_millis, validate_id,
 };
+use crate::sealed_rows::KeyCheck;
 
 use super::Service;
 
@@ -72,11 +73,21 @@ pub(super) struct PreparedCredential {
     pub write: CredentialWrite,
     pub metadata: Map<String, Value>,
     pub expiry: Expiry,
+    /// The key `write` was sealed under.
+    pub key_check: KeyCheck,
 }
 
 pub struct CredentialPage {
     pub items: Vec<CredentialMeta>,
     pub next_cursor: Option<String>,
+}
+
+/// Mutations committed together with a credential write, and the keys their ciphertexts were
+/// sealed under.
+#[derive(Default)]
+pub(super) struct Extra {
+    pub mutations: Vec<Mutation>,
+    pub keys: Vec<KeyCheck>,
 }
 
 /// What `PUT /v1/credentials/{key}` carries.
@@ -214,9 +225,13 @@ impl Service {
         input: CredentialInput,
     ) -> Result<(CredentialMeta, bool)> {
         p.require(Scope::CredentialsStore)?;
-        let prepared = self.prepare_credential(p, key, input).await?;
-        self.store_credential(p, ctx, key, prepared, "credentials.put", Vec::new())
-            .await
+        let input = &input;
+        self.rekey_safe(&[p.ns, p.account_ns], || async move {
+            let prepared = self.prepare_credential(p, key, input).await?;
+            self.store_credential(p, ctx, key, prepared, "credentials.put", Extra::default())
+                .await
+        })
+        .await
     }
 
     /// Validates and seals a credential for storage.
@@ -224,7 +239,7 @@ impl Service {
         &self,
         p: &InstallationPrincipal,
         key: &RecordKey,
-        input: CredentialInput,
+        input: &CredentialInput,
     ) -> Result<PreparedCredential> {
         if let Some(t) = input.ttl {
             self.limits.check_ttl(t)?;
@@ -244,7 +259,7 @@ impl Service {
             CredentialOwner::Account => (p.account_ns, p.ns),
         };
         let owner_label = owner_label(p, input.owner);
-        let dk = self.keys.key(self.backend.as_ref(), ns).await?;
+        let (dk, key_check) = self.keys.sealing_key(self.backend.as_ref(), ns).await?;
         let sealed_secret = tresor_crypto::seal(
             &dk,
             DATA_KEY_ID,
@@ -283,8 +298,9 @@ impl Service {
             ns,
             other_ns,
             write,
-            metadata: input.metadata,
+            metadata: input.metadata.clone(),
             expiry: input.ttl.map_or(Expiry::Clear, Expiry::In),
+            key_check,
         })
     }
 
@@ -297,7 +313,7 @@ impl Service {
         key: &RecordKey,
         prepared: PreparedCredential,
         operation: &str,
-        extra: Vec<Mutation>,
+        extra: Extra,
     ) -> Result<(CredentialMeta, bool)> {
         let owner = prepared.write.owner;
         loop {
@@ -324,15 +340,18 @@ impl Service {
                 credential: prepared.write.clone(),
                 expiry: prepared.expiry,
             }];
-            mutations.extend(extra.iter().cloned());
+            mutations.extend(extra.mutations.iter().cloned());
+            let mut keys = vec![prepared.key_check.clone()];
+            keys.extend(extra.keys.iter().cloned());
             let commit = Commit {
                 guards,
+                keys,
                 mutations,
                 audit: vec![ev],
             };
             match self.backend.commit(commit).await {
                 // With extra mutations the caller decides: its own precondition may be what failed.
-                Err(CoreError::WriteConflict) if extra.is_empty() => continue,
+                Err(CoreError::WriteConflict) if extra.mutations.is_empty() => continue,
                 Err(e) => return Err(e),
                 Ok(applied) => {
                     let Some(crate::backend::Applied::Put {
@@ -375,6 +394,15 @@ impl Service {
     ) -> Result<UsableCredential> {
         let p = principal.installation()?;
         p.require(Scope::CredentialsUse)?;
+        self.rekey_safe(&[], || self.credential_for_use_once(p, key))
+            .await
+    }
+
+    async fn credential_for_use_once(
+        &self,
+        p: &InstallationPrincipal,
+        key: &RecordKey,
+    ) -> Result<UsableCredential> {
         let row = self
             .backend
             .read_credential(&[p.ns, p.account_ns], key.as_bytes())
@@ -395,12 +423,15 @@ impl Service {
             })?;
         let provider = provider_doc(&provider)?;
         let label = owner_label(p, row.write.owner);
-        let dk = self.keys.key(self.backend.as_ref(), row.ns).await?;
-        let secret = tresor_crypto::open(
-            &dk,
-            &credential_aad(row.ns, &label, &row.write.key, RecordPart::CredentialSecret),
-            &row.write.secret,
-        )?;
+        let secret = self
+            .keys
+            .open(
+                self.backend.as_ref(),
+                row.ns,
+                &credential_aad(row.ns, &label, &row.write.key, RecordPart::CredentialSecret),
+                &row.write.secret,
+            )
+            .await?;
         let secret = CredentialSecret::from_opened(secret);
         let ns = row.ns;
         let stored_by = row.write.app_id.clone();
@@ -435,12 +466,15 @@ impl Service {
         p: &InstallationPrincipal,
         key: &RecordKey,
     ) -> Result<CredentialMeta> {
-        let row = self
-            .backend
-            .read_credential(&[p.ns, p.account_ns], key.as_bytes())
-            .await?
-            .ok_or_else(|| CoreError::NotFound("no such credential".into()))?;
-        self.credential_meta(p, row).await
+        self.rekey_safe(&[], || async move {
+            let row = self
+                .backend
+                .read_credential(&[p.ns, p.account_ns], key.as_bytes())
+                .await?
+                .ok_or_else(|| CoreError::NotFound("no such credential".into()))?;
+            self.credential_meta(p, row).await
+        })
+        .await
     }
 
     pub async fn get_credential(
@@ -452,12 +486,7 @@ impl Service {
         let p = principal.installation()?;
         let r = async {
             p.require(Scope::CredentialsRead)?;
-            let row = self
-                .backend
-                .read_credential(&[p.ns, p.account_ns], key.as_bytes())
-                .await?
-                .ok_or_else(|| CoreError::NotFound("no such credential".into()))?;
-            self.credential_meta(p, row).await
+            self.get_credential_meta_for(p, key).await
         }
         .await;
         let mut ev = self.credential_event(p, ctx, "credentials.get", key);
@@ -481,17 +510,22 @@ impl Service {
         let r = async {
             p.require(Scope::CredentialsRead)?;
             let (limit, query) = self.page_query(prefix, cursor, limit)?;
-            let rows = self
-                .backend
-                .list_credentials(&[p.ns, p.account_ns], &query)
-                .await?;
-            let more = rows.len() > limit;
-            let mut items = Vec::new();
-            for row in rows.into_iter().take(limit) {
-                items.push(self.credential_meta(p, row).await?);
-            }
-            let next_cursor = super::admin::next_cursor(more, items.last().map(|m| m.key.as_str()));
-            Ok(CredentialPage { items, next_cursor })
+            let query = &query;
+            self.rekey_safe(&[], || async move {
+                let rows = self
+                    .backend
+                    .list_credentials(&[p.ns, p.account_ns], query)
+                    .await?;
+                let more = rows.len() > limit;
+                let mut items = Vec::new();
+                for row in rows.into_iter().take(limit) {
+                    items.push(self.credential_meta(p, row).await?);
+                }
+                let next_cursor =
+                    super::admin::next_cursor(more, items.last().map(|m| m.key.as_str()));
+                Ok(CredentialPage { items, next_cursor })
+            })
+            .await
         }
         .await;
         let mut ev = self.event(Some(principal), ctx, "credentials.list");
@@ -511,7 +545,9 @@ impl Service {
         key: &RecordKey,
     ) -> Result<()> {
         let p = principal.installation()?;
-        let r = self.delete_credential_inner(p, ctx, key).await;
+        let r = self
+            .rekey_safe(&[p.ns], || self.delete_credential_inner(p, ctx, key))
+            .await;
         self.credential_refusal(p, ctx, "credentials.delete", key, &r)?;
         r
     }
@@ -538,6 +574,7 @@ impl Service {
             ev.status = 204;
             let commit = Commit {
                 guards: vec![p.ns],
+                keys: Vec::new(),
                 mutations: vec![Mutation::DeleteCredential {
                     ns: current.ns,
                     key: key.as_bytes().to_vec(),
@@ -560,17 +597,20 @@ impl Service {
     ) -> Result<CredentialMeta> {
         let owner = row.write.owner;
         let label = owner_label(p, owner);
-        let dk = self.keys.key(self.backend.as_ref(), row.ns).await?;
-        let plain = tresor_crypto::open(
-            &dk,
-            &credential_aad(
+        let plain = self
+            .keys
+            .open(
+                self.backend.as_ref(),
                 row.ns,
-                &label,
-                &row.write.key,
-                RecordPart::CredentialMetadata,
-            ),
-            &row.write.metadata,
-        )?;
+                &credential_aad(
+                    row.ns,
+                    &label,
+                    &row.write.key,
+                    RecordPart::CredentialMetadata,
+                ),
+                &row.write.metadata,
+            )
+            .await?;
         let metadata = match serde_json::from_slice::<Value>(&plain) {
             Ok(Value::Object(m)) => m,
             _ => return Err(CoreError::Integrity),

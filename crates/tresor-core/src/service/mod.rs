@@ -10,6 +10,7 @@ mod nodes;
 mod oauth;
 mod records;
 mod refresh;
+mod rekey;
 mod rotation;
 mod shredding;
 mod status;
@@ -37,6 +38,7 @@ pub use records::{
     Condition, OpOutput, OpRequest, RecordMeta, RecordOp, RecordOut, RecordWithValue,
 };
 pub use refresh::{REFRESH_MARGIN_MS, RefreshFailure, RefreshStep, RefreshWork};
+pub use rekey::InstallationKeyRotated;
 pub use rotation::{KeyServer, KeysStatus, RewrapStatus};
 pub use shredding::{ShreddedEntry, ShreddedKind, ShreddedSink};
 pub use status::SystemStatus;

@@ -217,33 +217,9 @@ impl Service {
                 q.append_pair(k, v);
             }
         }
-        let dk = self.keys.key(self.backend.as_ref(), p.ns).await?;
-        let sealed_verifier = tresor_crypto::seal(
-            &dk,
-            DATA_KEY_ID,
-            &flow_aad("verifier", &flow_id),
-            verifier.as_bytes(),
-        )?;
         let now = now_millis();
         let expires_at = now + FLOW_LIFETIME_MS;
-        let flow = FlowRow {
-            flow_id: flow_id.clone(),
-            ns: p.ns,
-            installation_id: p.installation_id.clone(),
-            provider: req.provider.clone(),
-            store_key: req.store_key.as_bytes().to_vec(),
-            store_owner: req.store_owner,
-            scopes,
-            return_to: req.return_to.clone(),
-            state_mac: self.pepper.mac(&state).to_vec(),
-            verifier: sealed_verifier,
-            status: FlowStatus::Pending,
-            error: None,
-            access_token: None,
-            taken: false,
-            expires_at,
-            created_at: now,
-        };
+        let state_mac = self.pepper.mac(&state).to_vec();
         let mut ev = self.event(
             Some(&Principal::Installation(p.clone())),
             ctx,
@@ -252,13 +228,44 @@ impl Service {
         ev.store = Some("credentials".into());
         ev.key = Some(req.store_key.as_str().to_owned());
         ev.status = 201;
-        self.backend
-            .commit(Commit {
-                guards: vec![p.ns],
-                mutations: vec![Mutation::PutFlow { flow }],
-                audit: vec![ev],
-            })
-            .await?;
+        let (flow_id_ref, verifier, scopes, state_mac, ev, req) =
+            (&flow_id, &verifier, &scopes, &state_mac, &ev, &req);
+        self.rekey_safe(&[p.ns], || async move {
+            let (dk, key_check) = self.keys.sealing_key(self.backend.as_ref(), p.ns).await?;
+            let sealed_verifier = tresor_crypto::seal(
+                &dk,
+                DATA_KEY_ID,
+                &flow_aad("verifier", flow_id_ref),
+                verifier.as_bytes(),
+            )?;
+            let flow = FlowRow {
+                flow_id: flow_id_ref.clone(),
+                ns: p.ns,
+                installation_id: p.installation_id.clone(),
+                provider: req.provider.clone(),
+                store_key: req.store_key.as_bytes().to_vec(),
+                store_owner: req.store_owner,
+                scopes: scopes.clone(),
+                return_to: req.return_to.clone(),
+                state_mac: state_mac.clone(),
+                verifier: sealed_verifier,
+                status: FlowStatus::Pending,
+                error: None,
+                access_token: None,
+                taken: false,
+                expires_at,
+                created_at: now,
+            };
+            self.backend
+                .commit(Commit {
+                    guards: vec![p.ns],
+                    keys: vec![key_check],
+                    mutations: vec![Mutation::PutFlow { flow }],
+                    audit: vec![ev.clone()],
+                })
+                .await
+        })
+        .await?;
         Ok(FlowStarted {
             flow_id,
             authorize_url: url.to_string(),
@@ -269,6 +276,11 @@ impl Service {
     /// Finds the pending flow of a callback's `state`. An unknown, used or expired state is a
     /// 400 and exchanges nothing.
     pub async fn callback_begin(&self, state: &str, redirect_uri: &str) -> Result<CallbackWork> {
+        self.rekey_safe(&[], || self.callback_begin_once(state, redirect_uri))
+            .await
+    }
+
+    async fn callback_begin_once(&self, state: &str, redirect_uri: &str) -> Result<CallbackWork> {
         let mac = self.pepper.mac(state);
         let flow = self
             .backend
@@ -286,9 +298,15 @@ impl Service {
             .ok_or_else(|| CoreError::invalid("the provider no longer has OAuth settings"))?;
         let url = url::Url::parse(&oauth.token_url)
             .map_err(|_| CoreError::internal("stored token_url does not parse"))?;
-        let dk = self.keys.key(self.backend.as_ref(), flow.ns).await?;
-        let verifier =
-            tresor_crypto::open(&dk, &flow_aad("verifier", &flow.flow_id), &flow.verifier)?;
+        let verifier = self
+            .keys
+            .open(
+                self.backend.as_ref(),
+                flow.ns,
+                &flow_aad("verifier", &flow.flow_id),
+                &flow.verifier,
+            )
+            .await?;
         let verifier =
             Zeroizing::new(String::from_utf8(verifier.to_vec()).map_err(|_| CoreError::Integrity)?);
         Ok(CallbackWork {
@@ -328,20 +346,25 @@ impl Service {
             "oauth.callback",
         );
         ev.status = 400;
-        self.backend
-            .commit(Commit {
-                guards: vec![work.flow.ns],
-                mutations: vec![Mutation::FinishFlow {
-                    flow_id: work.flow_id.clone(),
-                    status: FlowStatus::Failed,
-                    error: Some(clip(error)),
-                    access_token: None,
-                }],
-                audit: vec![ev],
-            })
-            .await
-            .map(|_| ())
-            .map_err(flow_conflict)
+        let ev = &ev;
+        self.rekey_safe(&[work.flow.ns], || async move {
+            self.backend
+                .commit(Commit {
+                    guards: vec![work.flow.ns],
+                    keys: Vec::new(),
+                    mutations: vec![Mutation::FinishFlow {
+                        flow_id: work.flow_id.clone(),
+                        status: FlowStatus::Failed,
+                        error: Some(clip(error)),
+                        access_token: None,
+                    }],
+                    audit: vec![ev.clone()],
+                })
+                .await
+        })
+        .await
+        .map(|_| ())
+        .map_err(flow_conflict)
     }
 
     /// Stores the token set as the flow's credential and completes the flow, in one
@@ -362,10 +385,28 @@ impl Service {
             metadata: Map::new(),
             ttl: None,
         };
-        let prepared = self
-            .prepare_credential(&work.principal, &key, input)
+        let namespaces = [work.flow.ns, work.principal.account_ns];
+        self.rekey_safe(&namespaces, || {
+            self.callback_store(ctx, work, &key, &input, &access)
+        })
+        .await
+    }
+
+    /// One try of [`Service::callback_complete`]: seals the credential and the access token
+    /// and stores them; `Rekeying` when the installation's key is being rotated.
+    async fn callback_store(
+        &self,
+        ctx: &RequestContext,
+        work: &CallbackWork,
+        key: &RecordKey,
+        input: &CredentialInput,
+        access: &str,
+    ) -> Result<()> {
+        let prepared = self.prepare_credential(&work.principal, key, input).await?;
+        let (dk, key_check) = self
+            .keys
+            .sealing_key(self.backend.as_ref(), work.flow.ns)
             .await?;
-        let dk = self.keys.key(self.backend.as_ref(), work.flow.ns).await?;
         let sealed = tresor_crypto::seal(
             &dk,
             DATA_KEY_ID,
@@ -383,10 +424,13 @@ impl Service {
                 .store_credential(
                     &work.principal,
                     ctx,
-                    &key,
+                    key,
                     prepared_clone(&prepared),
                     "oauth.callback",
-                    vec![finish.clone()],
+                    super::credentials::Extra {
+                        mutations: vec![finish.clone()],
+                        keys: vec![key_check.clone()],
+                    },
                 )
                 .await
             {
@@ -452,7 +496,9 @@ impl Service {
         flow_id: &str,
     ) -> Result<(CredentialMeta, Zeroizing<String>)> {
         let p = principal.installation()?;
-        let r = self.complete_flow_inner(p, ctx, flow_id).await;
+        let r = self
+            .rekey_safe(&[p.ns], || self.complete_flow_inner(p, ctx, flow_id))
+            .await;
         if let Err(e) = &r {
             let mut ev = self.event(Some(principal), ctx, "oauth.complete");
             ev.status = super::status_of(e);
@@ -504,9 +550,23 @@ impl Service {
         ev.store = Some("credentials".into());
         ev.key = Some(key.as_str().to_owned());
         ev.status = 200;
+        // Opened before it is taken: once taken, the stored copy is gone, and this copy may
+        // be from before a key rotation that committed since (then it is read again).
+        let token = self
+            .keys
+            .open(
+                self.backend.as_ref(),
+                flow.ns,
+                &flow_aad("access_token", &flow.flow_id),
+                &sealed,
+            )
+            .await?;
+        let token =
+            Zeroizing::new(String::from_utf8(token.to_vec()).map_err(|_| CoreError::Integrity)?);
         self.backend
             .commit(Commit {
                 guards: vec![p.ns],
+                keys: Vec::new(),
                 mutations: vec![Mutation::TakeFlowToken {
                     flow_id: flow.flow_id.clone(),
                 }],
@@ -519,10 +579,6 @@ impl Service {
                 }
                 other => other,
             })?;
-        let dk = self.keys.key(self.backend.as_ref(), flow.ns).await?;
-        let token = tresor_crypto::open(&dk, &flow_aad("access_token", &flow.flow_id), &sealed)?;
-        let token =
-            Zeroizing::new(String::from_utf8(token.to_vec()).map_err(|_| CoreError::Integrity)?);
         Ok((meta, token))
     }
 
@@ -605,6 +661,7 @@ fn prepared_clone(
         write: p.write.clone(),
         metadata: p.metadata.clone(),
         expiry: p.expiry,
+        key_check: p.key_check.clone(),
     }
 }
 
@@ -622,7 +679,7 @@ fn clip(s: &str) -> String {
     s.chars().filter(|c| !c.is_control()).take(200).collect()
 }
 
-fn flow_aad(part: &str, flow_id: &str) -> Vec<u8> {
+pub(super) fn flow_aad(part: &str, flow_id: &str) -> Vec<u8> {
     format!("tresor/flow/v1:{part}:{flow_id}").into_bytes()
 }
 

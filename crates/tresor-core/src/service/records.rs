@@ -22,8 +22,10 @@ use crate::field_ops::{self, FieldOp};
 use crate::keyring::{DATA_KEY_ID, RecordPart, record_aad};
 use crate::merge_patch::merge_patch;
 use crate::model::{InstallationPrincipal, Millis, Ns, Principal, RecordKey, Scope, StoreKind};
+use crate::sealed_rows::KeyCheck;
 
 use super::Service;
+use super::rekey::RekeyWait;
 
 /// How many times a transaction is re-run after write conflicts before giving up. Conflicts
 /// only come from concurrent writers of the same keys, so this is never reached in practice.
@@ -211,6 +213,10 @@ impl Service {
     ) -> std::result::Result<Vec<OpOutput>, (Option<usize>, CoreError)> {
         let p = principal.installation().map_err(|e| (None, e))?;
         let mut attempt = 0;
+        // An installation key rotation: its fence makes commits wait; a ciphertext read just
+        // before it committed is read again once (see `rekey`).
+        let mut rekey_wait = RekeyWait::new();
+        let mut read_again = true;
         loop {
             attempt += 1;
             let mut tx = Tx::new(self, p);
@@ -218,6 +224,19 @@ impl Service {
             let result = match outcome {
                 Ok(pending) => tx.finish(ctx, ops, pending).await,
                 Err((i, e)) => Err((Some(i), e)),
+            };
+            let result = match result {
+                Err((i, CoreError::Rekeying)) => {
+                    match rekey_wait.again(&self.keys, &[p.ns, p.app_ns]).await {
+                        Ok(()) => continue,
+                        Err(e) => Err((i, e)),
+                    }
+                }
+                Err((_, CoreError::Integrity)) if read_again => {
+                    read_again = false;
+                    continue;
+                }
+                other => other,
             };
             match result {
                 Err((_, CoreError::WriteConflict)) if attempt < MAX_ATTEMPTS => {
@@ -327,6 +346,8 @@ struct Tx<'a> {
     /// Keys in the order first touched, for deterministic Check mutations.
     order: Vec<(StoreKind, String)>,
     mutations: Vec<Mutation>,
+    /// The keys the mutations sealed under, one per namespace.
+    keys: Vec<KeyCheck>,
     touches_shared: bool,
 }
 
@@ -338,6 +359,7 @@ impl<'a> Tx<'a> {
             slots: HashMap::new(),
             order: Vec::new(),
             mutations: Vec::new(),
+            keys: Vec::new(),
             touches_shared: false,
         }
     }
@@ -387,6 +409,7 @@ impl<'a> Tx<'a> {
             }
             let commit = Commit {
                 guards,
+                keys: std::mem::take(&mut self.keys),
                 mutations: std::mem::take(&mut self.mutations),
                 audit: events,
             };
@@ -457,9 +480,12 @@ impl<'a> Tx<'a> {
     ) -> Result<Live> {
         let description = match &rec.description {
             Some(sealed) => {
-                let dk = self.svc.keys.key(self.svc.backend.as_ref(), ns).await?;
                 let aad = record_aad(ns, owner, store, key.as_bytes(), RecordPart::Description);
-                let plain = tresor_crypto::open(&dk, &aad, sealed)?;
+                let plain = self
+                    .svc
+                    .keys
+                    .open(self.svc.backend.as_ref(), ns, &aad, sealed)
+                    .await?;
                 Some(String::from_utf8(plain.to_vec()).map_err(|_| CoreError::Integrity)?)
             }
             None => None,
@@ -506,9 +532,12 @@ impl<'a> Tx<'a> {
                 .ok_or_else(|| CoreError::internal("record without value"))?;
             (slot.ns, slot.owner.clone(), sealed)
         };
-        let dk = self.svc.keys.key(self.svc.backend.as_ref(), ns).await?;
         let aad = record_aad(ns, &owner, store, key.as_bytes(), RecordPart::Value);
-        let plain = tresor_crypto::open(&dk, &aad, &sealed)?;
+        let plain = self
+            .svc
+            .keys
+            .open(self.svc.backend.as_ref(), ns, &aad, &sealed)
+            .await?;
         if let Some(live) = self.slots.get_mut(&k).and_then(|s| s.live.as_mut()) {
             live.plain = Some(plain.clone());
         }
@@ -848,7 +877,17 @@ impl<'a> Tx<'a> {
                 .ok_or_else(|| CoreError::internal("no slot"))?;
             (slot.ns, slot.owner.clone())
         };
-        let dk = self.svc.keys.key(self.svc.backend.as_ref(), ns).await?;
+        let (dk, check) = self
+            .svc
+            .keys
+            .sealing_key(self.svc.backend.as_ref(), ns)
+            .await?;
+        match self.keys.iter().find(|k| k.ns == ns) {
+            None => self.keys.push(check),
+            // The cached key changed since an earlier write of this transaction sealed.
+            Some(earlier) if *earlier != check => return Err(CoreError::Rekeying),
+            Some(_) => {}
+        }
         let aad = record_aad(ns, &owner, store, key.as_bytes(), RecordPart::Value);
         let sealed = tresor_crypto::seal(&dk, DATA_KEY_ID, &aad, &plain)?;
         let change = match (change, &description) {

@@ -116,6 +116,7 @@ impl Service {
             );
             let commit = Commit {
                 guards: vec![principal.installation()?.ns],
+                keys: Vec::new(),
                 mutations: vec![Mutation::AcquireCredentialLease {
                     ns: cred.ns,
                     key: key.as_bytes().to_vec(),
@@ -137,6 +138,8 @@ impl Service {
                     return Ok(RefreshStep::Refresh(self.refresh_work(base, key)?));
                 }
                 Err(CoreError::WriteConflict) => {}
+                // The installation's key is being rotated: wait like for another holder.
+                Err(CoreError::Rekeying) => self.keys.forget(principal.installation()?.ns),
                 Err(e) => return Err(e),
             }
             // Held by someone else, or the version moved: look again.
@@ -246,49 +249,9 @@ impl Service {
         };
         let parsed = CredentialSecret::parse(&secret_json, &cred.provider, now)?;
         let label = owner_label(p, cred.meta.owner);
-        let dk = self.keys.key(self.backend.as_ref(), cred.ns).await?;
         let key = work.key.clone();
-        let sealed_secret = tresor_crypto::seal(
-            &dk,
-            DATA_KEY_ID,
-            &credential_aad(
-                cred.ns,
-                &label,
-                key.as_bytes(),
-                RecordPart::CredentialSecret,
-            ),
-            parsed.secret.as_bytes(),
-        )?;
         let metadata = serde_json::to_vec(&cred.meta.metadata)
             .map_err(|e| CoreError::internal(format!("metadata encoding: {e}")))?;
-        let sealed_meta = tresor_crypto::seal(
-            &dk,
-            DATA_KEY_ID,
-            &credential_aad(
-                cred.ns,
-                &label,
-                key.as_bytes(),
-                RecordPart::CredentialMetadata,
-            ),
-            &metadata,
-        )?;
-        let write = CredentialWrite {
-            key: key.as_bytes().to_vec(),
-            owner: cred.meta.owner,
-            app_id: cred.stored_by.clone(),
-            provider: cred.meta.provider.clone(),
-            // A renewed client-credentials token stays a client-credentials credential.
-            kind: cred.meta.kind.clone(),
-            token_expires_at: parsed.token_expires_at,
-            scopes: if parsed.scopes.is_empty() {
-                cred.meta.scopes.clone()
-            } else {
-                parsed.scopes.clone()
-            },
-            needs_reconsent,
-            metadata: sealed_meta,
-            secret: sealed_secret,
-        };
         let mut ev = self.event(
             Some(principal),
             &crate::audit::RequestContext::default(),
@@ -302,28 +265,73 @@ impl Service {
             Some(_) => Expiry::Keep,
             None => Expiry::Clear,
         };
-        self.backend
-            .commit(Commit {
-                guards: vec![p.ns],
-                mutations: vec![Mutation::PutCredential {
-                    ns: cred.ns,
-                    other_ns: None,
-                    expect: Precondition::Version(work.version),
-                    credential: write,
-                    expiry,
-                }],
-                audit: vec![ev],
-            })
-            .await
-            .map_err(|e| match e {
-                CoreError::WriteConflict => CoreError::Unavailable(
-                    "the credential changed during its refresh; try again".into(),
+        // Sealed again if the installation's key is rotated meanwhile: the new token set must
+        // not be lost (with rotating refresh tokens the old one is spent).
+        let (label, key, metadata, parsed, ev) = (&label, &key, &metadata, &parsed, &ev);
+        self.rekey_safe(&[p.ns, cred.ns], || async move {
+            let (dk, key_check) = self
+                .keys
+                .sealing_key(self.backend.as_ref(), cred.ns)
+                .await?;
+            let sealed_secret = tresor_crypto::seal(
+                &dk,
+                DATA_KEY_ID,
+                &credential_aad(cred.ns, label, key.as_bytes(), RecordPart::CredentialSecret),
+                parsed.secret.as_bytes(),
+            )?;
+            let sealed_meta = tresor_crypto::seal(
+                &dk,
+                DATA_KEY_ID,
+                &credential_aad(
+                    cred.ns,
+                    label,
+                    key.as_bytes(),
+                    RecordPart::CredentialMetadata,
                 ),
-                other => other,
-            })?;
+                metadata,
+            )?;
+            let write = CredentialWrite {
+                key: key.as_bytes().to_vec(),
+                owner: cred.meta.owner,
+                app_id: cred.stored_by.clone(),
+                provider: cred.meta.provider.clone(),
+                // A renewed client-credentials token stays a client-credentials credential.
+                kind: cred.meta.kind.clone(),
+                token_expires_at: parsed.token_expires_at,
+                scopes: if parsed.scopes.is_empty() {
+                    cred.meta.scopes.clone()
+                } else {
+                    parsed.scopes.clone()
+                },
+                needs_reconsent,
+                metadata: sealed_meta,
+                secret: sealed_secret,
+            };
+            self.backend
+                .commit(Commit {
+                    guards: vec![p.ns],
+                    keys: vec![key_check],
+                    mutations: vec![Mutation::PutCredential {
+                        ns: cred.ns,
+                        other_ns: None,
+                        expect: Precondition::Version(work.version),
+                        credential: write,
+                        expiry,
+                    }],
+                    audit: vec![ev.clone()],
+                })
+                .await
+        })
+        .await
+        .map_err(|e| match e {
+            CoreError::WriteConflict => CoreError::Unavailable(
+                "the credential changed during its refresh; try again".into(),
+            ),
+            other => other,
+        })?;
         if needs_reconsent {
             return Err(CoreError::ReconsentRequired);
         }
-        self.credential_for_use(principal, &key).await
+        self.credential_for_use(principal, key).await
     }
 }

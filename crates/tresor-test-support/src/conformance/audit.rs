@@ -16,6 +16,7 @@ pub async fn audit_of_writes_commits_with_them<B: Backend>(b: &B) {
     ev.status = 201;
     b.commit(Commit {
         guards: vec![ns],
+        keys: Vec::new(),
         mutations: vec![put(ns, "k", b"v")],
         audit: vec![ev.clone()],
     })
@@ -107,6 +108,7 @@ pub async fn audit_filters_and_paging<B: Backend>(b: &B) {
     // No admin call before: these are the only events stored.
     b.commit(Commit {
         guards: Vec::new(),
+        keys: Vec::new(),
         mutations: Vec::new(),
         audit: events,
     })
@@ -252,6 +254,7 @@ pub async fn purge_audit_removes_old_events<B: Backend>(b: &B) {
     let ns = namespace(b, 1).await;
     b.commit(Commit {
         guards: vec![ns],
+        keys: Vec::new(),
         mutations: vec![],
         audit: events,
     })

@@ -213,6 +213,7 @@ pub(super) async fn commit<B: Backend>(
     ev.status = 200;
     b.commit(Commit {
         guards: guards.to_vec(),
+        keys: Vec::new(),
         mutations,
         audit: vec![ev],
     })

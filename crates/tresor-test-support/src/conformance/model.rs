@@ -255,6 +255,7 @@ async fn compare_key<B: Backend>(
 fn unguarded(mutation: Mutation) -> Commit {
     Commit {
         guards: Vec::new(),
+        keys: Vec::new(),
         mutations: vec![mutation],
         audit: Vec::new(),
     }
