@@ -172,6 +172,17 @@ impl TestProvider {
         format!("{}/oauth/token", self.base_url())
     }
 
+    /// The provider document (`PUT /v1/admin/providers/{name}`) of this provider's
+    /// client-credentials grant: its API as base URL (on loopback), bearer injection, this
+    /// provider's token endpoint and client.
+    pub fn client_credentials_document(&self) -> serde_json::Value {
+        serde_json::json!({
+            "base_url": self.api_base(), "allow_private_network": true, "inject": {"type": "bearer"},
+            "oauth2": {"grant": "client_credentials", "token_url": self.token_url(),
+                "client_id": self.config().client_id, "client_secret": self.config().client_secret}
+        })
+    }
+
     /// The upstream API's base, `http://127.0.0.1:PORT/api/v2/`.
     pub fn api_base(&self) -> String {
         format!("{}/api/v2/", self.base_url())

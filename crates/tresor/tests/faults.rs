@@ -191,16 +191,11 @@ struct World {
 
 async fn world(up: &TestProvider) -> World {
     let s = TestServer::start(bin()).await;
-    let c = up.config().clone();
     let r = s
         .admin(
             "PUT",
             "/v1/admin/providers/cc",
-            Some(&json!({
-                "base_url": up.api_base(), "allow_private_network": true, "inject": {"type": "bearer"},
-                "oauth2": {"grant": "client_credentials", "token_url": up.token_url(),
-                    "client_id": c.client_id, "client_secret": c.client_secret}
-            })),
+            Some(&up.client_credentials_document()),
         )
         .await;
     assert_eq!(r.status, 201, "provider: {r:?}");

@@ -327,14 +327,7 @@ async fn an_installation_key_is_rotated_under_load_and_everything_still_reads() 
     let up = TestProvider::start(ProviderConfig::default()).await;
     let s = TestServer::start(bin()).await;
     let c = up.config().clone();
-    provider(
-        &s,
-        "cc",
-        json!({"base_url": up.api_base(), "allow_private_network": true, "inject": {"type": "bearer"},
-            "oauth2": {"grant": "client_credentials", "token_url": up.token_url(),
-                "client_id": c.client_id, "client_secret": c.client_secret}}),
-    )
-    .await;
+    provider(&s, "cc", up.client_credentials_document()).await;
     provider(
         &s,
         "up",

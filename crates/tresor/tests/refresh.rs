@@ -157,16 +157,11 @@ async fn a_revoked_grant_needs_reconsent() {
 async fn client_credentials_tokens_are_obtained_and_cached_host_side() {
     let up = TestProvider::start(ProviderConfig::default()).await;
     let s = TestServer::start(bin()).await;
-    let c = up.config().clone();
     let r = s
         .admin(
             "PUT",
             "/v1/admin/providers/cc",
-            Some(&json!({
-                "base_url": up.api_base(), "allow_private_network": true, "inject": {"type": "bearer"},
-                "oauth2": {"grant": "client_credentials", "token_url": up.token_url(),
-                    "client_id": c.client_id, "client_secret": c.client_secret}
-            })),
+            Some(&up.client_credentials_document()),
         )
         .await;
     assert_eq!(r.status, 201, "{r:?}");
