@@ -313,3 +313,57 @@ async fn a_rotation_waits_for_every_running_server_to_hold_the_version() {
         assert_eq!(r.body["value"], "kept", "{r:?}");
     }
 }
+
+/// A crash in the middle of the re-wrap loses nothing: the restarted server resumes it by
+/// itself (at start) and finishes it. The crash is a fail point (`tresor_core::faults`) armed
+/// to abort the process at a write of the re-wrap.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_rewrap_cut_by_a_crash_is_resumed_at_the_next_start() {
+    let mut s = TestServer::start(bin()).await;
+    if s.backend() != tresor_test_support::server::StorageBackend::Sqlite {
+        return;
+    }
+    let tokens = seed(&s).await;
+    keygen_add_version(&s.data_dir().join("root.key")).await;
+    // The rotation writes the node registration, the active version and the two server-wide
+    // keys (with their audit): the 16th write is well inside the re-wrap of the 40 namespace
+    // keys, which commit one by one.
+    let armed = s
+        .admin(
+            "PUT",
+            "/v1/admin/failpoints/sqlite::write",
+            Some(&json!({"actions": "15*off->1*return(crash)"})),
+        )
+        .await;
+    assert_eq!(armed.status, 204, "{armed:?}");
+    // The answer may come before the crash, or not at all.
+    let _ = s
+        .http
+        .post(s.url("/v1/admin/keys/rotate"))
+        .bearer_auth(&s.admin_token)
+        .send()
+        .await;
+    let started = Instant::now();
+    while s.http.get(s.url("/healthz")).send().await.is_ok() {
+        assert!(
+            started.elapsed() < Duration::from_secs(20),
+            "the fail point never fired"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    s.kill9();
+    s.launch().await;
+    let restarted = Instant::now();
+    let status = wait_rewrapped(&s).await;
+    // Well before the first heartbeat (30 s), which would resume it too: the start did.
+    assert!(restarted.elapsed() < Duration::from_secs(20), "{status}");
+    assert_eq!(status["active"], "2", "{status}");
+    assert_eq!(status["wrapped"]["1"], 0, "{status}");
+    assert!(
+        status["rewrap"]["rewrapped"]
+            .as_u64()
+            .is_some_and(|n| n > 0),
+        "the restarted server did not resume the re-wrap: {status}"
+    );
+    check_all(&s, &tokens).await;
+}
