@@ -113,8 +113,6 @@ pub enum CoreError {
     PayloadTooLarge(String),
     #[error("{0}")]
     UnsupportedMediaType(String),
-    #[error("{0} is not available yet in this release")]
-    NotAvailableYet(&'static str),
     #[error("the stored data failed its integrity check")]
     Integrity,
     #[error("storage unavailable: {0}")]
@@ -157,7 +155,6 @@ impl CoreError {
             CoreError::PreconditionFailed { .. } => ErrorCode::PreconditionFailed,
             CoreError::PayloadTooLarge(_) => ErrorCode::PayloadTooLarge,
             CoreError::UnsupportedMediaType(_) => ErrorCode::UnsupportedMediaType,
-            CoreError::NotAvailableYet(_) => ErrorCode::NotImplemented,
             CoreError::Integrity | CoreError::Internal(_) | CoreError::WriteConflict => {
                 ErrorCode::Internal
             }
