@@ -73,6 +73,10 @@ enum Command {
     /// Noisy neighbours: the quiet installations' latency alone and while one installation
     /// sends at ten times its rate limit, on a server spawned with that limit.
     Neighbours(NeighboursArgs),
+    /// The noisy installation's load of `neighbours`, in a process of its own (started by
+    /// `neighbours`; its instructions come on standard input).
+    #[command(hide = true)]
+    NoisyClient,
     /// Redraw a sweep's chart from its JSON.
     Chart(ChartArgs),
 }
@@ -316,6 +320,13 @@ struct NeighboursArgs {
     /// Runs (each: the quiet installations alone, then with the noisy one).
     #[arg(long, default_value_t = 3)]
     runs: usize,
+    /// Worker threads of the noisy client process.
+    #[arg(long, default_value_t = 1)]
+    noisy_threads: usize,
+    /// Nice value of the noisy client process (e.g. 19 to stand for a client on other
+    /// cores); 0 runs it at the generator's priority.
+    #[arg(long, default_value_t = 0, allow_negative_numbers = true)]
+    noisy_nice: i32,
     /// Seconds measured per phase.
     #[arg(long, default_value_t = 10.0)]
     duration: f64,
@@ -378,6 +389,7 @@ fn main() -> anyhow::Result<()> {
             Command::Suite(a) => suite(a).await,
             Command::Postgres(a) => postgres(a).await,
             Command::Neighbours(a) => neighbours(a).await,
+            Command::NoisyClient => neighbours::noisy_client().await,
             Command::PgFloor(a) => floor::serve(a.listen, &a.database_url, a.pool).await,
             Command::Chart(a) => {
                 let results: Vec<RunResult> =
@@ -650,6 +662,8 @@ async fn neighbours(a: NeighboursArgs) -> anyhow::Result<()> {
         warmup_s: a.warmup,
         duration_s: a.duration,
         runs: a.runs.max(1),
+        noisy_threads: a.noisy_threads.max(1),
+        noisy_nice: a.noisy_nice,
     };
     let bin = server_bin(a.server_bin.clone());
     let report = neighbours::measure(config, &bin, a.data_parent.as_deref()).await?;

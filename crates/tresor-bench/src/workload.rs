@@ -58,7 +58,7 @@ impl Op {
 }
 
 /// The data set: how many keys, in how many installations, of which value size, in which store.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct DataSet {
     pub store: String,
     pub keys: usize,

@@ -204,9 +204,10 @@ fn postgres_suite_with_its_floor() {
     assert_eq!(checks.len(), 7, "and four ratios stated: {checks:?}");
 }
 
-/// The noisy-neighbour scenario, cut to about two seconds: one run, three installations, the
-/// noisy one far past a low limit. Only that it finishes, both phases are reported, the noisy
-/// installation was refused some requests and the quiet ones none; nothing timed.
+/// The noisy-neighbour scenario, cut to about three seconds: one run, three installations, the
+/// noisy one at and far past a low limit. Only that it finishes, the three phases are reported,
+/// the noisy installation was answered at its limit and refused past it, and the quiet ones
+/// were never refused; nothing timed.
 #[test]
 fn noisy_neighbours() {
     let dir = tempfile::tempdir().unwrap();
@@ -217,6 +218,8 @@ fn noisy_neighbours() {
         .args(["--rate-limit", "50", "-c", "4"])
         .args(["--duration", "0.8", "--warmup", "0.2"])
         .args(["--keys", "30", "--value-size", "256"])
+        // The noisy client runs as a process of its own, here at a lower priority.
+        .args(["--noisy-nice", "5"])
         .arg("--server-bin")
         .arg(server_bin())
         .arg("--data-parent")
@@ -235,7 +238,10 @@ fn noisy_neighbours() {
         out.status,
         String::from_utf8_lossy(&out.stderr)
     );
-    assert!(stdout.contains("| with noisy |"), "no table:\n{stdout}");
+    assert!(
+        stdout.contains("| neighbour over its limit |"),
+        "no table:\n{stdout}"
+    );
     assert!(
         std::fs::read_to_string(&markdown)
             .unwrap()
@@ -245,20 +251,28 @@ fn noisy_neighbours() {
     let runs = report["runs"].as_array().unwrap();
     assert_eq!(runs.len(), 1);
     let run = &runs[0];
-    for phase in ["alone", "with_noisy"] {
+    for phase in ["alone", "at_limit", "over_limit"] {
         let quiet = &run[phase]["quiet"];
         assert_ok(quiet);
         assert_eq!(quiet["mode"], "open");
     }
     assert!(run["alone"]["noisy"].is_null());
-    let noisy = &run["with_noisy"]["noisy"];
+    assert!(run["at_limit"]["noisy"]["answered_2xx"].as_u64().unwrap() > 0);
+    let noisy = &run["over_limit"]["noisy"];
     assert!(
         noisy["answered_429"].as_u64().unwrap() > 0,
         "the noisy installation was never refused: {noisy}"
     );
     assert!(noisy["sent"].as_u64().unwrap() >= noisy["answered_429"].as_u64().unwrap());
     assert!(run["p99_ratio"].as_f64().is_some_and(|r| r > 0.0));
+    assert!(
+        run["noisy_client_cpu_s"][1]
+            .as_f64()
+            .is_some_and(|c| c > 0.0),
+        "the noisy client's CPU was not read: {run}"
+    );
+    assert_eq!(report["config"]["noisy_nice"], 5);
     let checks = report["checks"].as_array().unwrap();
-    assert_eq!(checks.len(), 3, "{checks:?}");
+    assert_eq!(checks.len(), 4, "{checks:?}");
     assert_eq!(checks[1]["met"], true, "quiet errors: {checks:?}");
 }
