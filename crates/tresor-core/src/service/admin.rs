@@ -44,7 +44,20 @@ pub struct RecordPage {
     pub next_cursor: Option<String>,
 }
 
+/// The answer for an installation id that names none.
+pub(super) fn no_installation(installation_id: &str) -> CoreError {
+    CoreError::NotFound(format!("no installation `{installation_id}`"))
+}
+
 impl Service {
+    /// The installation `installation_id`, or `NotFound`.
+    pub(super) async fn installation(&self, installation_id: &str) -> Result<InstallationRow> {
+        self.backend
+            .get_installation(installation_id)
+            .await?
+            .ok_or_else(|| no_installation(installation_id))
+    }
+
     /// Creates the first admin token when the store has none; the caller shows it once.
     pub async fn bootstrap_admin_token(&self) -> Result<Option<IssuedTokenOut>> {
         if self.backend.has_admin_token().await? {
@@ -298,10 +311,7 @@ impl Service {
         installation_id: &str,
     ) -> Result<InstallationRow> {
         self.admin(p, ctx, "admin.get_installation", async || {
-            let row = self.backend.get_installation(installation_id).await?;
-            let row = row.ok_or_else(|| {
-                CoreError::NotFound(format!("no installation `{installation_id}`"))
-            })?;
+            let row = self.installation(installation_id).await?;
             self.audit_read(p, ctx, "admin.get_installation")?;
             Ok(row)
         })
@@ -353,13 +363,7 @@ impl Service {
         ttl_seconds: Option<i64>,
     ) -> Result<IssuedTokenOut> {
         self.admin(p, ctx, "admin.create_token", async || {
-            let inst = self
-                .backend
-                .get_installation(installation_id)
-                .await?
-                .ok_or_else(|| {
-                    CoreError::NotFound(format!("no installation `{installation_id}`"))
-                })?;
+            let inst = self.installation(installation_id).await?;
             if let Some(s) = &scopes {
                 let wanted = Scope::validate_list(s)?;
                 let app = self

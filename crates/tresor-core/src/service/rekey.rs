@@ -42,6 +42,7 @@ use crate::model::{Ns, Principal, validate_id};
 use crate::sealed_rows::{Rekey, SealedCredentialRow, SealedFlowRow, SealedRecordRow, SealedRows};
 
 use super::Service;
+use super::admin::no_installation;
 use super::oauth::flow_aad;
 
 /// How long a rotation may hold its namespace's fence, on the backend's clock. A rotation that
@@ -87,13 +88,7 @@ impl Service {
     ) -> Result<InstallationKeyRotated> {
         self.admin(p, ctx, OPERATION, async || {
             validate_id("installation", installation_id)?;
-            let inst = self
-                .backend
-                .get_installation(installation_id)
-                .await?
-                .ok_or_else(|| {
-                    CoreError::NotFound(format!("no installation `{installation_id}`"))
-                })?;
+            let inst = self.installation(installation_id).await?;
             let owner = Owner {
                 ns: inst.ns,
                 account_id: inst.account_id.clone(),
@@ -105,9 +100,7 @@ impl Service {
                 .fence_namespace(owner.ns, &lease_id, REKEY_LEASE_MS)
                 .await
                 .map_err(|e| match e {
-                    CoreError::NotFound(_) => {
-                        CoreError::NotFound(format!("no installation `{installation_id}`"))
-                    }
+                    CoreError::NotFound(_) => no_installation(installation_id),
                     other => other,
                 })?;
             if !fenced {
@@ -137,8 +130,7 @@ impl Service {
         lease_id: &str,
     ) -> Result<InstallationKeyRotated> {
         let started = Instant::now();
-        let not_found =
-            || CoreError::NotFound(format!("no installation `{}`", owner.installation_id));
+        let not_found = || no_installation(&owner.installation_id);
         for attempt in 1..=MAX_ATTEMPTS {
             let old_wrapped = self
                 .backend
