@@ -25,27 +25,8 @@ type Result<T> = std::result::Result<T, TxError>;
 /// Rows per `UPDATE … FROM unnest(…)` statement of a swap.
 const CHUNK: usize = 500;
 
-/// A write of a key rotation (`apply::Op::Rekey`); borrowed by each attempt of its transaction.
-pub(crate) enum RekeyOp {
-    Fence {
-        ns: Ns,
-        lease_id: String,
-        lease_ms: i64,
-    },
-    Unfence {
-        ns: Ns,
-        lease_id: String,
-    },
-    Swap(Box<Rekey>),
-}
-
-/// What a [`RekeyOp`] produced.
-#[derive(Debug)]
-pub(crate) enum RekeyOutcome {
-    /// A fence put up or taken down (or not).
-    Done(bool),
-    Swapped(RekeyCounts),
-}
+// The rotation's writes (`apply::Op::Rekey`), shared with the other backend.
+pub(crate) use tresor_core::sealed_rows::{RekeyOp, RekeyOutcome};
 
 pub(crate) async fn apply(t: &mut Tx<'_>, op: &RekeyOp) -> Result<RekeyOutcome> {
     match op {

@@ -21,37 +21,8 @@ use crate::error::SqlResultExt;
 
 type Result<T> = std::result::Result<T, CoreError>;
 
-/// A write of a key rotation, run by the writer (`apply::Op::Rekey`).
-pub(crate) enum RekeyOp {
-    Fence {
-        ns: Ns,
-        lease_id: String,
-        lease_ms: i64,
-    },
-    Unfence {
-        ns: Ns,
-        lease_id: String,
-    },
-    Swap(Box<Rekey>),
-}
-
-/// What a [`RekeyOp`] produced.
-#[derive(Debug)]
-pub(crate) enum RekeyOutcome {
-    /// A fence put up or taken down (or not).
-    Done(bool),
-    Swapped(RekeyCounts),
-}
-
-impl RekeyOp {
-    /// Audit events the op writes, for the writer's counters.
-    pub(crate) fn audit_count(&self) -> usize {
-        match self {
-            RekeyOp::Swap(_) => 1,
-            RekeyOp::Fence { .. } | RekeyOp::Unfence { .. } => 0,
-        }
-    }
-}
+// The rotation's writes (`apply::Op::Rekey`), shared with the other backend.
+pub(crate) use tresor_core::sealed_rows::{RekeyOp, RekeyOutcome};
 
 pub(crate) fn apply(conn: &Connection, op: RekeyOp, now: Millis) -> Result<RekeyOutcome> {
     match op {

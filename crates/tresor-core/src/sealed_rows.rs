@@ -142,6 +142,39 @@ pub struct RekeyCounts {
     pub flows: u64,
 }
 
+/// A write of a key rotation, as each backend runs it in its own transaction: the fence put up
+/// or taken down, or the swap.
+pub enum RekeyOp {
+    Fence {
+        ns: Ns,
+        lease_id: String,
+        lease_ms: i64,
+    },
+    Unfence {
+        ns: Ns,
+        lease_id: String,
+    },
+    Swap(Box<Rekey>),
+}
+
+impl RekeyOp {
+    /// Audit events the op writes: the swap's one.
+    pub fn audit_count(&self) -> usize {
+        match self {
+            RekeyOp::Swap(_) => 1,
+            RekeyOp::Fence { .. } | RekeyOp::Unfence { .. } => 0,
+        }
+    }
+}
+
+/// What a [`RekeyOp`] produced.
+#[derive(Debug)]
+pub enum RekeyOutcome {
+    /// A fence put up or taken down (or not).
+    Done(bool),
+    Swapped(RekeyCounts),
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
