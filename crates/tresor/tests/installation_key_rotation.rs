@@ -313,6 +313,23 @@ async fn consent(s: &TestServer, up: &TestProvider, authorize_url: &str) {
     );
 }
 
+/// A request through the credential `conn` reaches the upstream and gets its 200.
+async fn assert_proxy_answers(s: &TestServer, t: &str) {
+    let r = s
+        .call(
+            "POST",
+            "/v1/credentials/conn/request",
+            Some(t),
+            Some(&json!({"method": "GET", "path": "echo"})),
+        )
+        .await;
+    assert_eq!(
+        (r.status, r.body["status"].as_u64()),
+        (200, Some(200)),
+        "{r:?}"
+    );
+}
+
 async fn rotate(s: &TestServer, installation: &str) -> Answer {
     s.admin(
         "POST",
@@ -374,19 +391,7 @@ async fn an_installation_key_is_rotated_under_load_and_everything_still_reads() 
         )
         .await;
     assert_eq!(r.status, 201, "{r:?}");
-    let r = s
-        .call(
-            "POST",
-            "/v1/credentials/conn/request",
-            Some(&a),
-            Some(&json!({"method": "GET", "path": "echo"})),
-        )
-        .await;
-    assert_eq!(
-        (r.status, r.body["status"].as_u64()),
-        (200, Some(200)),
-        "{r:?}"
-    );
+    assert_proxy_answers(&s, &a).await;
     // A completed flow whose access token waits to be taken, and a pending one.
     let (done_flow, authorize) = start_flow(&s, &a, "done").await;
     consent(&s, &up, &authorize).await;
@@ -578,19 +583,7 @@ async fn an_installation_key_is_rotated_under_load_and_everything_still_reads() 
         .call("GET", "/v1/credentials/static", Some(&a), None)
         .await;
     assert_eq!(r.body["metadata"]["label"], "kept");
-    let r = s
-        .call(
-            "POST",
-            "/v1/credentials/conn/request",
-            Some(&a),
-            Some(&json!({"method": "GET", "path": "echo"})),
-        )
-        .await;
-    assert_eq!(
-        (r.status, r.body["status"].as_u64()),
-        (200, Some(200)),
-        "{r:?}"
-    );
+    assert_proxy_answers(&s, &a).await;
     for store in STORES {
         let r = s
             .call("GET", &format!("/v1/{store}/a-fixed"), Some(&a), None)
