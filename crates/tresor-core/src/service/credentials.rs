@@ -13,7 +13,7 @@ use crate::credentials::{CredentialSecret, ProviderDoc, check_metadata, parse_pr
 use crate::error::{CoreError, Result};
 use crate::keyring::{DATA_KEY_ID, RecordPart, credential_aad};
 use crate::model::{
-    InstallationPrincipal, Millis, Principal, RecordKey, Scope, now_millis, validate_id,
+    InstallationPrincipal, Millis, Ns, Principal, RecordKey, Scope, now_millis, validate_id,
 };
 use crate::sealed_rows::KeyCheck;
 
@@ -260,26 +260,12 @@ impl Service {
         };
         let owner_label = owner_label(p, input.owner);
         let (dk, key_check) = self.keys.sealing_key(self.backend.as_ref(), ns).await?;
-        let sealed_secret = tresor_crypto::seal(
+        let (sealed_secret, sealed_meta) = seal_credential(
             &dk,
-            DATA_KEY_ID,
-            &credential_aad(
-                ns,
-                &owner_label,
-                key.as_bytes(),
-                RecordPart::CredentialSecret,
-            ),
+            ns,
+            &owner_label,
+            key,
             parsed.secret.as_bytes(),
-        )?;
-        let sealed_meta = tresor_crypto::seal(
-            &dk,
-            DATA_KEY_ID,
-            &credential_aad(
-                ns,
-                &owner_label,
-                key.as_bytes(),
-                RecordPart::CredentialMetadata,
-            ),
             &metadata,
         )?;
         let write = CredentialWrite {
@@ -670,6 +656,27 @@ fn check_may_change(p: &InstallationPrincipal, current: &CredentialRow) -> Resul
         ));
     }
     Ok(())
+}
+
+/// A credential's secret and metadata sealed under `dk`, each bound to its namespace, owner,
+/// key and part: (secret, metadata).
+pub(super) fn seal_credential(
+    dk: &tresor_crypto::DataKey,
+    ns: Ns,
+    owner_label: &str,
+    key: &RecordKey,
+    secret: &[u8],
+    metadata: &[u8],
+) -> Result<(Vec<u8>, Vec<u8>)> {
+    let aad = |part| credential_aad(ns, owner_label, key.as_bytes(), part);
+    let secret = tresor_crypto::seal(dk, DATA_KEY_ID, &aad(RecordPart::CredentialSecret), secret)?;
+    let metadata = tresor_crypto::seal(
+        dk,
+        DATA_KEY_ID,
+        &aad(RecordPart::CredentialMetadata),
+        metadata,
+    )?;
+    Ok((secret, metadata))
 }
 
 pub(super) fn owner_label(p: &InstallationPrincipal, owner: CredentialOwner) -> String {

@@ -11,11 +11,10 @@ use zeroize::Zeroizing;
 use crate::backend::{Commit, CredentialWrite, Expiry, Mutation, Precondition};
 use crate::credentials::{CredentialKind, CredentialSecret, Grant};
 use crate::error::{CoreError, Result};
-use crate::keyring::{DATA_KEY_ID, RecordPart, credential_aad};
 use crate::model::{Millis, Principal, RecordKey, now_millis};
 
 use super::Service;
-use super::credentials::{UsableCredential, owner_label};
+use super::credentials::{UsableCredential, owner_label, seal_credential};
 use super::oauth::{TokenEndpoint, TokenSet};
 
 /// A token is refreshed when it expires within this margin.
@@ -273,23 +272,8 @@ impl Service {
                 .keys
                 .sealing_key(self.backend.as_ref(), cred.ns)
                 .await?;
-            let sealed_secret = tresor_crypto::seal(
-                &dk,
-                DATA_KEY_ID,
-                &credential_aad(cred.ns, label, key.as_bytes(), RecordPart::CredentialSecret),
-                parsed.secret.as_bytes(),
-            )?;
-            let sealed_meta = tresor_crypto::seal(
-                &dk,
-                DATA_KEY_ID,
-                &credential_aad(
-                    cred.ns,
-                    label,
-                    key.as_bytes(),
-                    RecordPart::CredentialMetadata,
-                ),
-                metadata,
-            )?;
+            let (sealed_secret, sealed_meta) =
+                seal_credential(&dk, cred.ns, label, key, parsed.secret.as_bytes(), metadata)?;
             let write = CredentialWrite {
                 key: key.as_bytes().to_vec(),
                 owner: cred.meta.owner,
