@@ -113,10 +113,7 @@ pub async fn fresh_database() -> String {
             std::process::id(),
             NEXT_DATABASE.fetch_add(1, Ordering::Relaxed)
         );
-        match client
-            .batch_execute(&format!("CREATE DATABASE {name}"))
-            .await
-        {
+        match create_database(&client, &name).await {
             Ok(()) => {
                 let mut url = base.clone();
                 url.set_path(&format!("/{name}"));
@@ -124,7 +121,11 @@ pub async fn fresh_database() -> String {
             }
             // Left behind on a shared server by an earlier process with the same pid.
             Err(e) if e.code() == Some(&tokio_postgres::error::SqlState::DUPLICATE_DATABASE) => {}
-            Err(e) => panic!("CREATE DATABASE {name} on {}: {e}", redacted(&base)),
+            Err(e) => panic!(
+                "CREATE DATABASE {name} on {}: {}",
+                redacted(&base),
+                describe_error(&e)
+            ),
         }
     }
     panic!(
@@ -132,6 +133,51 @@ pub async fn fresh_database() -> String {
         std::process::id(),
         redacted(&base)
     )
+}
+
+/// How long [`create_database`] keeps retrying while the template database is in use.
+const TEMPLATE_BUSY_RETRIES: u32 = 50;
+
+/// `CREATE DATABASE name`, retried while PostgreSQL answers `55006 object_in_use` ("source
+/// database "template1" is being accessed by other users"). Copying the template needs it to
+/// have no other session (an autovacuum worker counts), and the server waits only 5 s for them
+/// to leave. A CI run failed once here with "db error", which hid the code; this is the one
+/// refusal of `CREATE DATABASE` with a fresh name that goes away by itself.
+async fn create_database(
+    client: &tokio_postgres::Client,
+    name: &str,
+) -> Result<(), tokio_postgres::Error> {
+    let mut tries = 0;
+    loop {
+        match client
+            .batch_execute(&format!("CREATE DATABASE {name}"))
+            .await
+        {
+            Err(e)
+                if e.code() == Some(&tokio_postgres::error::SqlState::OBJECT_IN_USE)
+                    && tries < TEMPLATE_BUSY_RETRIES =>
+            {
+                tries += 1;
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+            done => return done,
+        }
+    }
+}
+
+/// A PostgreSQL error with the server's code, message and detail: `tokio_postgres::Error`'s
+/// `Display` says only "db error".
+fn describe_error(e: &tokio_postgres::Error) -> String {
+    match e.as_db_error() {
+        Some(db) => format!(
+            "{} {}: {}{}",
+            db.severity(),
+            db.code().code(),
+            db.message(),
+            db.detail().map(|d| format!(" ({d})")).unwrap_or_default()
+        ),
+        None => e.to_string(),
+    }
 }
 
 /// [`fresh_database`] for code without a runtime (or inside one that must not be blocked on):
@@ -616,10 +662,13 @@ impl TlsCluster {
             std::process::id(),
             NEXT_DATABASE.fetch_add(1, Ordering::Relaxed)
         );
-        client
-            .batch_execute(&format!("CREATE DATABASE {name}"))
-            .await
-            .unwrap_or_else(|e| panic!("CREATE DATABASE {name} on {}: {e}", self.description()));
+        create_database(&client, &name).await.unwrap_or_else(|e| {
+            panic!(
+                "CREATE DATABASE {name} on {}: {}",
+                self.description(),
+                describe_error(&e)
+            )
+        });
         self.url(&name)
     }
 
@@ -798,6 +847,33 @@ mod tests {
             "{err}"
         );
         eprintln!("ran on {}", server_description());
+    }
+
+    /// PostgreSQL waits only 5 s for other sessions to leave the template before it refuses
+    /// `CREATE DATABASE`; a session held on `template1` for 6 s (as an autovacuum worker on a
+    /// loaded machine can) must not fail the test that asked for a database.
+    #[tokio::test]
+    async fn a_busy_template_is_waited_for() {
+        let mut template = match server() {
+            Server::Local(c) => local_url(c.port, "postgres"),
+            Server::External(url) => url.clone(),
+        };
+        template.set_path("/template1");
+        let busy = connect(template.as_str()).await;
+        let release = tokio::spawn(async move {
+            tokio::time::sleep(Duration::from_secs(6)).await;
+            drop(busy);
+        });
+        let url = fresh_database().await;
+        release
+            .await
+            .unwrap_or_else(|e| panic!("releasing template1: {e}"));
+        let row = connect(&url)
+            .await
+            .query_one("SELECT 1", &[])
+            .await
+            .unwrap_or_else(|e| panic!("SELECT 1 on {url}: {e}"));
+        assert_eq!(row.get::<_, i32>(0), 1);
     }
 
     #[test]
