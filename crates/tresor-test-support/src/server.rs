@@ -461,6 +461,35 @@ impl TestServer {
         self.call(method, path, Some(&self.admin_token), body).await
     }
 
+    /// Every audit event that `query` (for example `installation_id=inst-a`, or empty) selects,
+    /// oldest first: follows `next_cursor` through pages of 1,000, so a busy test cannot miss the
+    /// events past the first page.
+    pub async fn audit_events(&self, query: &str) -> Vec<Value> {
+        let mut events = Vec::new();
+        let mut after: Option<String> = None;
+        loop {
+            let mut path = "/v1/admin/audit?limit=1000".to_owned();
+            if !query.is_empty() {
+                path.push('&');
+                path.push_str(query);
+            }
+            if let Some(cursor) = &after {
+                let cursor: String =
+                    url::form_urlencoded::byte_serialize(cursor.as_bytes()).collect();
+                path.push_str(&format!("&after={cursor}"));
+            }
+            let r = self.admin("GET", &path, None).await;
+            assert_eq!(r.status, 200, "GET {path}: {r:?}");
+            let items = r.body["items"].as_array().cloned().unwrap_or_default();
+            let last_page = items.is_empty();
+            events.extend(items);
+            match r.body["next_cursor"].as_str() {
+                Some(cursor) if !last_page => after = Some(cursor.to_owned()),
+                _ => return events,
+            }
+        }
+    }
+
     /// Registers an app (scopes), an account, and installs; returns the installation token.
     pub async fn install(
         &self,

@@ -524,26 +524,11 @@ async fn check(api: &TestServer, planted: &mut Planted, up: &TestProvider, round
 /// Every audit event as (id, request id): ids alone could be handed out again by a target that
 /// did not get the events.
 async fn audit_ids(api: &TestServer) -> Vec<(i64, String)> {
-    let mut ids = Vec::new();
-    let mut after: Option<String> = None;
-    loop {
-        let path = match &after {
-            Some(cursor) => format!("/v1/admin/audit?limit=1000&after={cursor}"),
-            None => "/v1/admin/audit?limit=1000".to_owned(),
-        };
-        let r = api.admin("GET", &path, None).await;
-        assert_eq!(r.status, 200, "{r:?}");
-        let items = r.body["items"].as_array().cloned().unwrap_or_default();
-        ids.extend(
-            items
-                .iter()
-                .filter_map(|e| Some((e["id"].as_i64()?, e["request_id"].as_str()?.to_owned()))),
-        );
-        match r.body["next_cursor"].as_str() {
-            Some(cursor) if !items.is_empty() => after = Some(cursor.to_owned()),
-            _ => return ids,
-        }
-    }
+    api.audit_events("")
+        .await
+        .iter()
+        .filter_map(|e| Some((e["id"].as_i64()?, e["request_id"].as_str()?.to_owned())))
+        .collect()
 }
 
 /// No planted plaintext in the file, in the clear or inside a base64 cell.
