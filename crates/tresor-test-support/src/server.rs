@@ -22,9 +22,10 @@
 //! `--database-url` nor a root key nor an admin token, whatever [`on_postgres`] says.
 //! [`crate::process::run`] runs such a command line to its end instead.
 
+use std::collections::BTreeSet;
 use std::ffi::{OsStr, OsString};
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
@@ -117,6 +118,8 @@ pub struct TestServer {
     pg: Option<PgSetup>,
     /// Whether `args` is the whole command line ([`TestServer::start_exact`]).
     exact: bool,
+    /// The length of the log when the process was last spawned: what follows is this launch's.
+    log_at_spawn: usize,
 }
 
 /// An answer: status, headers and the body parsed as JSON when it is JSON.
@@ -276,6 +279,7 @@ impl TestServer {
             scheme: if ca_pem.is_some() { "https" } else { "http" },
             pg,
             exact: false,
+            log_at_spawn: 0,
         }
     }
 
@@ -339,6 +343,7 @@ impl TestServer {
             .map(|(k, v)| (k.as_str(), v.as_str()))
             .collect();
         let log = self.data_dir().join("server.log");
+        self.log_at_spawn = self.log().len();
         self.process = Some(Process::spawn(&self.bin, &args, &envs, &log));
     }
 
@@ -361,9 +366,12 @@ impl TestServer {
     }
 
     /// Waits (a minute at the most) until `path` answers a success; panics with the log if the
-    /// process exits before.
+    /// process exits before. A server on a port of its choosing that exits because something
+    /// else took that port first (see [`free_port`]) is started again on another, up to
+    /// [`PORT_TAKEN_RETRIES`] times.
     async fn wait_for(&mut self, path: &str) {
         let deadline = Instant::now() + Duration::from_secs(60);
+        let mut respawned = 0;
         loop {
             if let Ok(r) = self.http.get(self.url(path)).send().await
                 && r.status().is_success()
@@ -371,6 +379,19 @@ impl TestServer {
                 return;
             }
             if let Some(status) = self.process.as_mut().and_then(Process::exited) {
+                let this_launch = self
+                    .log()
+                    .get(self.log_at_spawn..)
+                    .unwrap_or_default()
+                    .to_owned();
+                if !self.exact
+                    && respawned < PORT_TAKEN_RETRIES
+                    && this_launch.contains("Address already in use")
+                {
+                    respawned += 1;
+                    self.spawn();
+                    continue;
+                }
                 panic!("tresor exited early ({status}); log:\n{}", self.log());
             }
             assert!(
@@ -550,12 +571,35 @@ fn http_client(ca_pem: Option<&[u8]>) -> reqwest::Client {
     b.build().unwrap_or_else(|e| panic!("http client: {e}"))
 }
 
-/// A loopback port that was free a moment ago.
+/// How often [`TestServer`] starts a server again on a new port when its port was taken.
+const PORT_TAKEN_RETRIES: u32 = 5;
+
+/// Every port [`free_port`] has handed out in this process.
+static HANDED_OUT: Mutex<BTreeSet<u16>> = Mutex::new(BTreeSet::new());
+
+/// A loopback port that was free a moment ago, and that this process has not been given before.
+///
+/// The port is only reserved in the sense that no other caller in this process gets it: a
+/// server binds it after it has opened its store, long after this returns, and parallel tests
+/// that were handed the same port would reach each other's servers (one CI run's fault test got
+/// 401 from a stranger's server that way). The kernel may still give it to someone else's
+/// `bind(0)` or outgoing connection in between; [`TestServer`] then starts its server again on
+/// another port.
 pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .unwrap_or_else(|e| panic!("free port: {e}"))
+    for _ in 0..1000 {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .map(|a| a.port())
+            .unwrap_or_else(|e| panic!("free port: {e}"));
+        if HANDED_OUT
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .insert(port)
+        {
+            return port;
+        }
+    }
+    panic!("no loopback port left that this process has not handed out before")
 }
 
 impl TestServer {
@@ -611,5 +655,19 @@ pub fn integrity_check(db: &Path) -> Result<(), String> {
         Ok(())
     } else {
         Err(format!("integrity_check: {rows:?}"))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The kernel's `bind(0)` repeats itself: 3,000 calls on this machine gave 2,700 distinct
+    /// ports. Without the record of what was handed out, this fails.
+    #[test]
+    fn free_port_never_hands_out_a_port_twice() {
+        let ports: Vec<u16> = (0..3000).map(|_| free_port()).collect();
+        let distinct: BTreeSet<u16> = ports.iter().copied().collect();
+        assert_eq!(distinct.len(), ports.len());
     }
 }
