@@ -313,6 +313,9 @@ async fn openapi_json() -> Response {
 
 /// Serves until `shutdown` resolves, then stops accepting, lets in-flight requests finish
 /// (up to `grace`), and returns.
+///
+/// "tresor serving on URL" is logged once the listener is bound, with the address it got (the
+/// port the system chose for `--listen 127.0.0.1:0`), and never when binding fails.
 pub async fn serve(
     state: AppState,
     listen: ListenConfig,
@@ -325,6 +328,17 @@ pub async fn serve(
     tokio::spawn(async move {
         shutdown.await;
         h.graceful_shutdown(Some(grace));
+    });
+    let h = handle.clone();
+    let scheme = if listen.tls.is_some() {
+        "https"
+    } else {
+        "http"
+    };
+    tokio::spawn(async move {
+        if let Some(addr) = h.listening().await {
+            tracing::info!(listen = %addr, "tresor serving on {scheme}://{addr}");
+        }
     });
     match listen.tls {
         Some(tls) => {

@@ -282,8 +282,6 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         }),
         _ => None,
     };
-    let scheme = if tls.is_some() { "https" } else { "http" };
-    info!(listen = %args.listen, "tresor serving on {scheme}://{}", args.listen);
     let served = tresor_server::serve(
         state,
         ListenConfig {

@@ -236,3 +236,67 @@ async fn one_server_per_data_directory() {
     // The first server is unaffected.
     assert_eq!(s.call("GET", "/readyz", None, None).await.status, 200);
 }
+
+/// "tresor serving on URL" is logged once the listener is bound: with the port the system
+/// chose for `--listen 127.0.0.1:0`, and not at all when the port is taken (the start ends
+/// with the bind error instead).
+#[tokio::test]
+async fn serving_is_logged_once_the_port_is_bound() {
+    use tokio::io::AsyncBufReadExt as _;
+
+    let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("tempdir: {e}"));
+    let held = std::net::TcpListener::bind("127.0.0.1:0").unwrap_or_else(|e| panic!("bind: {e}"));
+    let taken = held
+        .local_addr()
+        .unwrap_or_else(|e| panic!("local_addr: {e}"));
+    let out = tokio::time::timeout(
+        std::time::Duration::from_secs(30),
+        tokio::process::Command::new(bin())
+            .args(["serve", "--listen", &taken.to_string(), "--data-dir"])
+            .arg(dir.path().join("taken"))
+            .kill_on_drop(true)
+            .output(),
+    )
+    .await
+    .unwrap_or_else(|_| panic!("serve on a taken port did not stop"))
+    .unwrap_or_else(|e| panic!("{}: {e}", bin().display()));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_ne!(out.status.code(), Some(0), "{stderr}");
+    assert!(stderr.contains("Address already in use"), "{stderr}");
+    assert!(!stderr.contains("tresor serving on"), "{stderr}");
+    drop(held);
+
+    let mut child = tokio::process::Command::new(bin())
+        .args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
+        .arg(dir.path().join("chosen"))
+        .env("NO_COLOR", "1")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap_or_else(|e| panic!("{}: {e}", bin().display()));
+    // The log goes to stderr.
+    let log = child
+        .stderr
+        .take()
+        .unwrap_or_else(|| panic!("no stderr pipe"));
+    let mut lines = tokio::io::BufReader::new(log).lines();
+    let url = tokio::time::timeout(std::time::Duration::from_secs(30), async {
+        while let Some(line) = lines.next_line().await.unwrap_or(None) {
+            if let Some((_, rest)) = line.split_once("tresor serving on ") {
+                return rest.split_whitespace().next().map(str::to_owned);
+            }
+        }
+        None
+    })
+    .await
+    .unwrap_or_else(|_| panic!("no 'tresor serving on' line within 30 s"))
+    .unwrap_or_else(|| panic!("the server ended without a 'tresor serving on' line"));
+    assert!(url.starts_with("http://127.0.0.1:"), "{url}");
+    assert!(!url.ends_with(":0"), "the chosen port is logged: {url}");
+    let r = reqwest::get(format!("{url}/healthz"))
+        .await
+        .unwrap_or_else(|e| panic!("GET {url}/healthz: {e}"));
+    assert_eq!(r.status(), 200);
+    let _ = child.kill().await;
+}

@@ -134,7 +134,7 @@ fn assert_refused(
             assert!(!err.contains(part), "{case}: the message shows key text");
         }
     }
-    assert!(!out.stdout.contains("serving on"), "{case}: {out:?}");
+    assert!(!out.stderr.contains("tresor serving on"), "{case}: {out:?}");
     assert_eq!(&listing(data), before, "{case}: the data directory changed");
 }
 
