@@ -825,11 +825,14 @@ async fn checkpoints_run_off_the_writer_thread() {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     assert_eq!(b.batch_sizes().failed_checkpoints_total, 0);
-    // The pages reached the database file itself, not only the log.
+    // The pages reached the database file itself, not only the log. The first checkpoint
+    // copies what the log held when it began: at least the threshold of 1,000 frames, less the
+    // few pages every commit rewrites, while the writer may be far further on (4.1 to 7.9 MB
+    // seen; 4.1 on a loaded machine). The file holds 4 KiB when the store opens.
     let main_file_len = std::fs::metadata(dir.path().join(DATABASE_FILE))
         .unwrap()
         .len();
-    assert!(main_file_len > 4 * 1024 * 1024, "{main_file_len}");
+    assert!(main_file_len > 2 * 1024 * 1024, "{main_file_len}");
     let read = b.read_record(1, StoreKind::Kv, b"k59").await.unwrap();
     assert_eq!(read.map(|r| r.value.len()), Some(128 * 1024));
 }
