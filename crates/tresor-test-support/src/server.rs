@@ -379,15 +379,11 @@ impl TestServer {
                 return;
             }
             if let Some(status) = self.process.as_mut().and_then(Process::exited) {
-                let this_launch = self
+                let port_taken = self
                     .log()
                     .get(self.log_at_spawn..)
-                    .unwrap_or_default()
-                    .to_owned();
-                if !self.exact
-                    && respawned < PORT_TAKEN_RETRIES
-                    && this_launch.contains("Address already in use")
-                {
+                    .is_some_and(|this_launch| this_launch.contains("Address already in use"));
+                if !self.exact && respawned < PORT_TAKEN_RETRIES && port_taken {
                     respawned += 1;
                     self.spawn();
                     continue;
@@ -502,10 +498,11 @@ impl TestServer {
             let r = self.admin("GET", &path, None).await;
             assert_eq!(r.status, 200, "GET {path}: {r:?}");
             let items = r.body["items"].as_array().cloned().unwrap_or_default();
-            let last_page = items.is_empty();
+            // An empty page ends the walk even with a cursor, so a bad cursor cannot loop.
+            let empty = items.is_empty();
             events.extend(items);
             match r.body["next_cursor"].as_str() {
-                Some(cursor) if !last_page => after = Some(cursor.to_owned()),
+                Some(cursor) if !empty => after = Some(cursor.to_owned()),
                 _ => return events,
             }
         }
